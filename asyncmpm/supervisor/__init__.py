@@ -1,0 +1,1 @@
+"""The supervisor: scoreboard, the pure spare-server policy, and the effects that carry it out."""
