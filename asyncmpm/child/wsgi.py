@@ -1,0 +1,446 @@
+"""Serve WSGI requests arriving on one slot channel (PEP 3333), with blocking sockets.
+
+One :class:`SlotServer` per slot: the only thread of a prefork child, or one of the
+``ThreadsPerChild`` threads of a worker child. It never sees HTTP: the front loop sends a
+:class:`~asyncmpm.ipc.messages.RequestHead` and body frames, and gets back a response head,
+data frames and END. Responses start only with the first non-empty body chunk (PEP 3333), a
+list response goes out in one write, and a generator's chunks go out as they are produced.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+import structlog
+
+from asyncmpm.ipc.frames import FrameDecoder, FrameType, encode
+from asyncmpm.ipc.messages import RequestHead, ResponseHead
+
+__all__ = ["ChildChannel", "FileWrapper", "SlotServer", "WSGIApp"]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], None]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_log = structlog.get_logger("asyncmpm.child")
+_RECV = 256 * 1024
+_READ_CHUNK = 64 * 1024
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class ClientGone(OSError):
+    """The client went away before the request body was complete."""
+
+
+class ChildChannel:
+    """Blocking frame I/O over one end of a slot's socketpair."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self._decoder = FrameDecoder()
+        self._frames: deque[tuple[int, bytes]] = deque()
+
+    def recv(self) -> tuple[int, bytes] | None:
+        """The next frame, or None at EOF (the front loop is gone)."""
+        while not self._frames:
+            try:
+                data = self.sock.recv(_RECV)
+            except ConnectionResetError:
+                return None
+            if not data:
+                return None
+            self._frames.extend(self._decoder.feed(data))
+        return self._frames.popleft()
+
+    def abort_requested(self) -> bool:
+        """Non-blocking look for an ABORT frame (the client left mid-response)."""
+        if not self._frames:
+            try:
+                data = self.sock.recv(_RECV, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                return True
+            if not data:
+                return True
+            self._frames.extend(self._decoder.feed(data))
+        return any(kind == FrameType.ABORT for kind, _ in self._frames)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+class WSGIInput:
+    """``wsgi.input``: reads BODY frames on demand, so a large upload streams."""
+
+    def __init__(self, channel: ChildChannel, has_body: bool, expect_continue: bool) -> None:
+        self._channel = channel
+        self._buf = bytearray()
+        self.ended = not has_body
+        self._expect = expect_continue
+        self._gone = False
+
+    def _fill(self) -> bool:
+        """Get one more frame of body; False at the end of the body."""
+        if self.ended:
+            if self._gone:
+                raise ClientGone("client closed the connection before the body was complete")
+            return False
+        if self._expect:
+            self._expect = False
+            self._channel.send(encode(FrameType.CONTINUE))
+        while True:
+            frame = self._channel.recv()
+            if frame is None:
+                self.ended = self._gone = True
+                raise ClientGone("front loop went away")
+            kind, payload = frame
+            if kind == FrameType.BODY:
+                self._buf += payload
+                return True
+            if kind == FrameType.BODY_END:
+                self.ended = True
+                if payload == b"!":
+                    self._gone = True
+                    raise ClientGone("client closed the connection before the body was complete")
+                return False
+            # ABORT or anything else mid-body means the request is dead.
+            if kind == FrameType.ABORT:
+                self.ended = self._gone = True
+                raise ClientGone("client went away")
+
+    def drain(self) -> None:
+        """Discard what the app did not read, so the next request starts on a frame boundary."""
+        self._expect = False  # never ask for a body nobody wants
+        try:
+            while not self.ended:
+                self._buf.clear()
+                self._fill()
+        except ClientGone:
+            pass
+        self._buf.clear()
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data = bytes(self._buf)
+            self._buf.clear()
+            return data
+        while len(self._buf) < size and self._fill():
+            pass
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl != -1:
+                end = nl + 1
+                break
+            if size is not None and 0 <= size <= len(self._buf):
+                end = size
+                break
+            if not self._fill():
+                end = len(self._buf)
+                break
+        if size is not None and size >= 0:
+            end = min(end, size)
+        data = bytes(self._buf[:end])
+        del self._buf[:end]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterate a file in blocks, and close it when done."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            block = self.filelike.read(self.blksize)
+            if not block:
+                return
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+class _Response:
+    """start_response/write state for one request."""
+
+    __slots__ = ("channel", "declared", "exc_info_seen", "head", "head_sent", "is_head", "sent")
+
+    def __init__(self, channel: ChildChannel, is_head: bool) -> None:
+        self.channel = channel
+        self.head: ResponseHead | None = None
+        self.head_sent = False
+        self.is_head = is_head
+        self.sent = 0
+        self.declared: int | None = None
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.head is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        self.head = _check_head(status, headers)
+        self.declared = None
+        for name, value in self.head.headers:
+            if name.lower() == b"content-length":
+                self.declared = int(value)
+        return self.write
+
+    def head_bytes(self) -> bytes:
+        if self.head_sent:
+            return b""
+        if self.head is None:
+            raise AssertionError("the application did not call start_response")
+        self.head_sent = True
+        return encode(FrameType.START, self.head.encode())
+
+    def data_bytes(self, data: bytes) -> bytes:
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
+        if not data:
+            return b""
+        if self.declared is not None:
+            room = self.declared - self.sent
+            if room <= 0:
+                return b""
+            data = data[:room]
+        self.sent += len(data)
+        if self.is_head:
+            return b""
+        return encode(FrameType.DATA, bytes(data))
+
+    def write(self, data: bytes) -> None:
+        out = self.data_bytes(data)
+        if out or not self.head_sent:
+            self.channel.send(self.head_bytes() + out)
+
+
+class SlotServer:
+    """The request loop of one slot."""
+
+    def __init__(
+        self,
+        channel: ChildChannel,
+        app: WSGIApp,
+        *,
+        root_path: str,
+        multithread: bool,
+        slot: int,
+        log: Any = None,
+    ) -> None:
+        self.channel = channel
+        self.app = app
+        self.root_path = root_path
+        self.slot = slot
+        self.log = log or _log.bind(slot=slot)
+        self.base_environ: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.errors": sys.stderr,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "SCRIPT_NAME": root_path,
+            "SERVER_SOFTWARE": "asyncmpm",
+            "asyncmpm.slot": slot,
+        }
+
+    def serve(self) -> None:
+        """Announce readiness, then serve until STOP or EOF."""
+        ident = f"{os.getpid()},{threading.get_native_id()}".encode()
+        self.channel.send(encode(FrameType.READY, ident))
+        while True:
+            frame = self.channel.recv()
+            if frame is None or frame[0] == FrameType.STOP:
+                return
+            kind, payload = frame
+            if kind == FrameType.REQUEST:
+                self.handle(RequestHead.decode(payload))
+            # Anything else here is a leftover of an aborted request: skip it.
+
+    def environ(self, head: RequestHead, wsgi_input: WSGIInput) -> dict[str, Any]:
+        env = self.base_environ.copy()
+        path = unquote_to_bytes(head.path).decode("latin-1")
+        root = self.root_path
+        if root and (path == root or path.startswith(root + "/")):
+            path = path[len(root):]
+        raw_uri = head.path + (b"?" + head.query if head.query else b"")
+        env.update(
+            REQUEST_METHOD=head.method.decode("latin-1"),
+            PATH_INFO=path,
+            QUERY_STRING=head.query.decode("latin-1"),
+            RAW_URI=raw_uri.decode("latin-1"),
+            REQUEST_URI=raw_uri.decode("latin-1"),
+            SERVER_PROTOCOL=head.protocol.decode("latin-1"),
+            SERVER_NAME=head.server_name.decode("latin-1"),
+            SERVER_PORT=head.server_port.decode("latin-1"),
+            REMOTE_ADDR=head.remote_addr.decode("latin-1"),
+            REMOTE_PORT=head.remote_port.decode("latin-1"),
+        )
+        env["wsgi.url_scheme"] = head.scheme.decode("latin-1")
+        env["wsgi.input"] = wsgi_input
+        env["asyncmpm.request_id"] = head.request_id.decode("latin-1")
+        env["asyncmpm.stats"] = head.stats.decode("latin-1")
+        for name, value in head.headers:
+            if name == b"content-type":
+                key = "CONTENT_TYPE"
+            elif name == b"content-length":
+                key = "CONTENT_LENGTH"
+            elif b"_" in name:
+                continue  # Apache drops these: HTTP_X_A could otherwise be forged via X_A
+            else:
+                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+                if key == "HTTP_TRANSFER_ENCODING":
+                    continue  # the framing is decoded; wsgi.input_terminated says so
+            text = value.decode("latin-1")
+            if key in env and key.startswith("HTTP_"):
+                sep = "; " if key == "HTTP_COOKIE" else ","
+                env[key] = env[key] + sep + text
+            else:
+                env[key] = text
+        return env
+
+    def handle(self, head: RequestHead) -> None:
+        channel = self.channel
+        wsgi_input = WSGIInput(channel, bool(head.body), head.expect_continue)
+        response = _Response(channel, head.method == b"HEAD")
+        environ = self.environ(head, wsgi_input)
+        result: Iterable[bytes] | None = None
+        try:
+            result = self.app(environ, response.start_response)
+            if isinstance(result, list | tuple):
+                out = [response.data_bytes(chunk) for chunk in result]
+                channel.send(b"".join([response.head_bytes(), *out]))
+            else:
+                first = True
+                for chunk in result:
+                    out = response.data_bytes(chunk)
+                    if out:
+                        if not first and channel.abort_requested():
+                            break
+                        channel.send(response.head_bytes() + out)
+                        first = False
+            if not response.head_sent:
+                channel.send(response.head_bytes())
+            if response.declared is not None and response.sent < response.declared:
+                self.log.error(
+                    "response shorter than its Content-Length",
+                    declared=response.declared, sent=response.sent,
+                )
+                channel.send(encode(FrameType.FAILED))
+            else:
+                channel.send(encode(FrameType.END))
+        except (BrokenPipeError, ConnectionResetError):
+            raise  # the front loop is gone; the slot is finished
+        except BaseException as exc:
+            if isinstance(exc, ClientGone):
+                self.log.info("client went away while the app read its body")
+            else:
+                self.log.error(
+                    "exception in WSGI application",
+                    request=f"{environ['REQUEST_METHOD']} {environ['RAW_URI']}",
+                    exc_info=True,
+                )
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            if response.head_sent:
+                channel.send(encode(FrameType.FAILED))
+            else:
+                channel.send(_internal_error())
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    self.log.error("exception in the close() of the WSGI iterable",
+                                   exc_info=True)
+        wsgi_input.drain()
+
+
+def _internal_error() -> bytes:
+    body = (
+        b'<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n'
+        b"<title>500 Internal Server Error</title>\n</head><body>\n"
+        b"<h1>Internal Server Error</h1>\n<p>The server encountered an internal error and "
+        b"was unable to complete your request.</p>\n</body></html>\n"
+    )
+    head = ResponseHead(500, b"Internal Server Error", [
+        (b"Content-Type", b"text/html; charset=iso-8859-1"),
+        (b"Content-Length", b"%d" % len(body)),
+    ])
+    return (encode(FrameType.START, head.encode()) + encode(FrameType.DATA, body)
+            + encode(FrameType.END))
+
+
+def _check_head(status: str, headers: list[tuple[str, str]]) -> ResponseHead:
+    """Validate what the app passed to start_response; a bad head is the app's bug (500)."""
+    if not isinstance(status, str):
+        raise TypeError(f"status must be a str, not {type(status).__name__}")
+    code_text, _, reason = status.partition(" ")
+    if len(code_text) != 3 or not code_text.isdigit() or int(code_text) < 100:
+        raise ValueError(f"invalid status {status!r}")
+    if not isinstance(headers, list):
+        raise TypeError(f"headers must be a list, not {type(headers).__name__}")
+    out: list[tuple[bytes, bytes]] = []
+    for item in headers:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise TypeError(f"header {item!r} is not a (name, value) tuple")
+        name, value = item
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header {item!r} must be a pair of str")
+        bname = name.encode("latin-1")
+        bvalue = value.encode("latin-1")
+        if not bname or not set(bname) <= _TOKEN:
+            raise ValueError(f"invalid header name {name!r}")
+        if b"\r" in bvalue or b"\n" in bvalue or b"\x00" in bvalue:
+            raise ValueError(f"header {name!r} has a control character in its value")
+        out.append((bname, bvalue))
+    return ResponseHead(int(code_text), reason.encode("latin-1"), out)
+

@@ -1,0 +1,255 @@
+"""The zygote: imports the app once, then forks children on request.
+
+Why a zygote: forking the front loop's process would copy a running event loop and its threads
+(unsafe); spawning a fresh interpreter per child would re-import the app (slow, and no shared
+pages). The zygote is a single-threaded process started once by the supervisor. It preloads
+the app, so each ``fork()`` gives a child that is ready in milliseconds and shares the app's
+memory copy-on-write.
+
+Control protocol (a SOCK_SEQPACKET socketpair, one JSON object per packet; never network data):
+
+- supervisor -> zygote: ``{"op": "spawn", "slot": N, "gen": G}`` with the child's slot-channel
+  fds attached (SCM_RIGHTS); ``{"op": "kill", "pid": P, "sig": S}``; ``{"op": "exit"}``.
+- zygote -> supervisor: ``{"op": "ready"}`` or ``{"op": "error", "message": ...}`` once, then
+  ``{"op": "spawned", ...}`` and ``{"op": "exited", "pid": P, "status": ...}`` per child.
+
+If the supervisor disappears, the zygote terminates its children and exits; children die with
+the zygote (PR_SET_PDEATHSIG), so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+import structlog
+
+from asyncmpm.child.app_loader import load_app
+from asyncmpm.child.wsgi import ChildChannel, SlotServer
+from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.logs import bind_process, configure_logging
+
+__all__ = ["APEXIT_CHILDFATAL", "main"]
+
+APEXIT_CHILDFATAL = 15  # httpd's exit code for "do not respawn me, stop the server"
+_PR_SET_PDEATHSIG = 1
+_MAX_FDS = 250
+
+
+def _die_with_parent(sig: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _set_title(enabled: bool, title: str) -> None:
+    if not enabled:
+        return
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - declared dependency
+        return
+    setproctitle.setproctitle(title)
+
+
+class Zygote:
+    def __init__(self, ctl: socket.socket, settings: dict[str, Any]) -> None:
+        self.ctl = ctl
+        self.settings = settings
+        self.app: Any = None
+        self.children: dict[int, tuple[int, int]] = {}  # pid -> (slot, generation)
+        self.log = structlog.get_logger("asyncmpm.zygote")
+
+    def send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            self.ctl.send(json.dumps(message).encode())
+
+    def run(self) -> int:
+        settings = self.settings
+        _die_with_parent(signal.SIGTERM)
+        _set_title(settings["proctitle"], f"asyncmpm: zygote [{settings['mpm']}]")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if settings["preload"]:
+            try:
+                self.app = load_app(settings["app"], settings["chdir"])
+            except BaseException:
+                self.send({"op": "error", "message": traceback.format_exc()})
+                return 1
+        elif settings["chdir"]:
+            os.chdir(settings["chdir"])
+        self.send({"op": "ready"})
+
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        selector = selectors.DefaultSelector()
+        selector.register(self.ctl, selectors.EVENT_READ, "ctl")
+        selector.register(wake_r, selectors.EVENT_READ, "chld")
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.data == "chld":
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(wake_r, 4096)
+                        self.reap()
+                        continue
+                    try:
+                        msg, fds, _, _ = socket.recv_fds(self.ctl, 65536, _MAX_FDS)
+                    except OSError:
+                        msg, fds = b"", []
+                    if not msg:
+                        return self.shutdown()
+                    request = json.loads(msg)
+                    op = request["op"]
+                    if op == "spawn":
+                        self.spawn(request["slot"], request["gen"], fds, selector, wake_r, wake_w)
+                    elif op == "kill":
+                        self.kill(request["pid"], request["sig"])
+                    elif op == "exit":
+                        return self.shutdown()
+                self.reap()
+        finally:
+            signal.set_wakeup_fd(-1)
+            selector.close()
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def kill(self, pid: int, sig: int) -> None:
+        if pid in self.children:  # never signal a pid we already reaped (it may be reused)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot, gen = self.children.pop(pid, (-1, -1))
+            code = os.waitstatus_to_exitcode(status)
+            self.send({"op": "exited", "pid": pid, "slot": slot, "gen": gen, "code": code})
+
+    def shutdown(self) -> int:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.children.pop(pid, None)
+        return 0
+
+    def spawn(
+        self,
+        slot: int,
+        gen: int,
+        fds: list[int],
+        selector: selectors.BaseSelector,
+        wake_r: int,
+        wake_w: int,
+    ) -> None:
+        pid = os.fork()
+        if pid:
+            for fd in fds:
+                os.close(fd)
+            self.children[pid] = (slot, gen)
+            self.send({"op": "spawned", "slot": slot, "gen": gen, "pid": pid})
+            return
+        # In the child: drop everything that belongs to the zygote.
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            selector.close()
+            os.close(wake_r)
+            os.close(wake_w)
+            self.ctl.close()
+            code = run_child(self.settings, self.app, slot, gen, fds)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+
+def run_child(settings: dict[str, Any], app: Any, slot: int, gen: int, fds: list[int]) -> int:
+    """Serve this child's slots until told to stop; returns the exit code."""
+    _die_with_parent(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _set_title(settings["proctitle"], f"asyncmpm: child slot {slot} gen {gen}")
+    structlog.contextvars.clear_contextvars()  # drop the zygote's role=zygote
+    bind_process(pid=os.getpid(), slot=slot, gen=gen)
+    log = structlog.get_logger("asyncmpm.child").bind(pid=os.getpid(), slot=slot)
+    socks = [socket.socket(fileno=fd) for fd in fds]
+    channels = [ChildChannel(s) for s in socks]
+    if app is None:
+        try:
+            app = load_app(settings["app"], None)
+        except BaseException:
+            message = traceback.format_exc()
+            log.error("AH00016: failed to load the WSGI application", traceback=message)
+            with contextlib.suppress(OSError):
+                channels[0].send(encode(FrameType.BOOT_ERROR, message.encode("utf-8", "replace")))
+            return APEXIT_CHILDFATAL
+    multithread = settings["mpm"] == "worker"
+    root_path = settings["root_path"]
+    servers = [
+        SlotServer(ch, app, root_path=root_path, multithread=multithread, slot=slot,
+                   log=log.bind(thread=i))
+        for i, ch in enumerate(channels)
+    ]
+    if len(servers) == 1:
+        _serve(servers[0])
+    else:
+        threads = [
+            threading.Thread(target=_serve, args=(srv,), name=f"slot-{slot}-{i}", daemon=True)
+            for i, srv in enumerate(servers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for s in socks:
+        s.close()
+    return 0
+
+
+def _serve(server: SlotServer) -> None:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        server.serve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    ctl_fd = int(args[0])
+    settings = json.loads(args[1])
+    configure_logging(fmt=settings["log_format"], level=settings["log_level"])
+    bind_process(pid=os.getpid(), role="zygote")
+    ctl = socket.socket(fileno=ctl_fd)
+    ctl.setblocking(True)
+    try:
+        return Zygote(ctl, settings).run()
+    finally:
+        ctl.close()
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The command line: argv -> Config, logging set up once, then serve until a stop signal."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from asyncmpm.config.argv import parse_args
+from asyncmpm.errors import AppLoadError, ChildBootError
+from asyncmpm.front.runner import run_server
+from asyncmpm.front.server import Server
+from asyncmpm.logs import configure_logging
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    configure_logging(fmt="json" if config.log_format == "json" else "console",
+                      level=config.log_level)
+    if config.proctitle:
+        import setproctitle
+
+        setproctitle.setproctitle(f"asyncmpm: main [{config.mpm.value}]")
+    log = structlog.get_logger("asyncmpm")
+    try:
+        run_server(Server(config.app, config))
+    except AppLoadError as exc:
+        log.critical("AH00016: could not load the WSGI application", error=str(exc))
+        return 1
+    except ChildBootError as exc:
+        log.critical("AH00016: children could not start, shutting down", error=str(exc))
+        return 1
+    except OSError as exc:
+        log.critical("AH00072: make_sock: could not bind to address", error=str(exc))
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled in the loop
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Requests meet slots here: the dispatcher picks a free slot, the slot handle talks to it."""

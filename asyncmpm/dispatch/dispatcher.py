@@ -1,0 +1,102 @@
+"""Hand each request a free slot; when none is free, queue it in FIFO order, never in a child.
+
+Idle slots are kept LIFO: the most recently used slot serves next, so spare children really
+stay idle and the spare-server policy can retire them (and warm caches stay warm).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+
+from asyncmpm.dispatch.slot import SlotHandle
+
+__all__ = ["Dispatcher", "QueueFull", "QueueTimeout"]
+
+
+class QueueFull(Exception):
+    """More requests are waiting than MaxQueuedRequests allows (answered with 503)."""
+
+
+class QueueTimeout(Exception):
+    """No slot became free within Timeout (answered with 503)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    event: anyio.Event = field(default_factory=anyio.Event)
+    slot: SlotHandle | None = None
+    gone: bool = False
+
+
+class Dispatcher:
+    def __init__(self, max_queued: int) -> None:
+        self.max_queued = max_queued
+        self._idle: list[SlotHandle] = []
+        self._waiters: deque[_Waiter] = deque()
+        self._queued = 0
+        self.total_wait = 0.0
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self, timeout: float) -> SlotHandle:
+        if self._idle and not self._queued:
+            slot = self._idle.pop()
+            slot.busy = True
+            return slot
+        if self._queued >= self.max_queued:
+            raise QueueFull
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        self._queued += 1
+        try:
+            with anyio.move_on_after(timeout):
+                await waiter.event.wait()
+        except BaseException:
+            if waiter.slot is not None:
+                self.release(waiter.slot)  # handed over as we were cancelled: pass it on
+            else:
+                waiter.gone = True
+                self._queued -= 1
+            raise
+        slot = waiter.slot
+        if slot is None:
+            waiter.gone = True
+            self._queued -= 1
+            raise QueueTimeout
+        return slot
+
+    def release(self, slot: SlotHandle) -> None:
+        """Make a slot available: to the longest-waiting request, else to the idle stack."""
+        slot.busy = False
+        if slot.closed or not slot.child.accepting:
+            return
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter.gone:
+                continue
+            waiter.slot = slot
+            slot.busy = True
+            self._queued -= 1
+            waiter.event.set()
+            return
+        self._idle.append(slot)
+
+    def discard_child(self, child: object) -> list[SlotHandle]:
+        """Take a child's idle slots out of rotation (it is retiring or gone)."""
+        taken = [s for s in self._idle if s.child is child]
+        if taken:
+            self._idle = [s for s in self._idle if s.child is not child]
+        return taken
+
+    def idle_slots(self) -> list[SlotHandle]:
+        return list(self._idle)

@@ -1,0 +1,75 @@
+"""The front loop's handle on one slot: a prefork child, or one thread of a worker child."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from asyncmpm.ipc.frames import FrameDecoder
+
+if TYPE_CHECKING:
+    from asyncmpm.supervisor.children import Child
+
+__all__ = ["SlotClosed", "SlotHandle"]
+
+_RECV = 256 * 1024
+
+
+class SlotClosed(Exception):
+    """The slot's process is gone (crashed, killed, or exited)."""
+
+
+class SlotHandle:
+    """Frames to and from one slot over its own socketpair.
+
+    Every slot has its own channel, so backpressure is per slot (a slow client stalls only its
+    own child thread) and a prefork child and a worker thread look the same from here.
+    """
+
+    __slots__ = ("_decoder", "_frames", "busy", "child", "closed", "index", "stream", "thread")
+
+    def __init__(self, child: Child, thread: int, stream: anyio.abc.SocketStream) -> None:
+        self.child = child
+        self.thread = thread
+        self.index = child.index * child.threads + thread  # flat scoreboard position
+        self.stream = stream
+        self._decoder = FrameDecoder()
+        self._frames: deque[tuple[int, bytes]] = deque()
+        self.busy = False
+        self.closed = False
+
+    async def send(self, data: bytes) -> None:
+        """Write frames; shielded so a cancelled sender never leaves half a frame behind."""
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self.closed = True
+            raise SlotClosed(str(exc)) from exc
+
+    async def recv(self) -> tuple[int, bytes]:
+        frames = self._frames
+        while not frames:
+            try:
+                data = await self.stream.receive(_RECV)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                    OSError) as exc:
+                self.closed = True
+                raise SlotClosed("the child closed its channel") from exc
+            frames.extend(self._decoder.feed(data))
+        return frames.popleft()
+
+    def has_buffered(self) -> bool:
+        """Frames already received: the caller can coalesce its client writes."""
+        return bool(self._frames)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        with anyio.CancelScope(shield=True):
+            await self.stream.aclose()
+
+    def __repr__(self) -> str:
+        return f"<slot {self.child.index}.{self.thread} pid={self.child.pid}>"

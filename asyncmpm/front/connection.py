@@ -1,0 +1,461 @@
+"""One task per client connection: socket <-> HTTP/1.1 protocol <-> a slot.
+
+The connection owns the client socket for its whole life. A request borrows a slot only from
+the moment its head is parsed until the child's END frame: an idle keep-alive connection holds
+no slot. Every wait has a deadline: KeepAliveTimeout between requests, mod_reqtimeout's
+header/body rates while reading, ``Timeout`` for the child (then 504) and for the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
+from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
+from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.ipc.messages import RequestHead, ResponseHead
+from asyncmpm.protocol.events import (
+    Body,
+    ConnectionClosed,
+    EndBody,
+    Event,
+    Reject,
+    Request,
+)
+from asyncmpm.protocol.http1 import HTTP1Connection
+
+if TYPE_CHECKING:
+    from asyncmpm.front.context import FrontContext
+
+__all__ = ["Connection"]
+
+_RECV = 65536
+_BODY_END = encode(FrameType.BODY_END)
+_BODY_GONE = encode(FrameType.BODY_END, b"!")
+_ABORT = encode(FrameType.ABORT)
+_DISCARD_LIMIT = 1024 * 1024  # unread body we still read past to keep the connection
+
+
+class _Closed(Exception):
+    """The connection is finished (client gone, timeout, or we decided to close)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Exchange:
+    """State shared by the response forwarder and the body pump of one request."""
+
+    request: Request
+    body_done: bool = False
+    body_error: tuple[int, str] | None = None
+    continue_sent: bool = False
+    go_ahead: anyio.Event = field(default_factory=anyio.Event)
+    client_gone: bool = False
+
+
+class Connection:
+    def __init__(self, stream: anyio.abc.SocketStream, ctx: FrontContext) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.proto = HTTP1Connection(ctx.http1_limits)
+        self.pending: deque[Event] = deque()
+        self.eof = False
+        self.served = 0
+        self.idle = True
+        self.idle_scope: anyio.CancelScope | None = None
+        remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        local = stream.extra(anyio.abc.SocketAttribute.local_address)
+        self.remote_addr = str(remote[0]) if isinstance(remote, tuple) else "127.0.0.1"
+        self.remote_port = str(remote[1]) if isinstance(remote, tuple) else "0"
+        self.local_addr = str(local[0]) if isinstance(local, tuple) else "127.0.0.1"
+        self.local_port = str(local[1]) if isinstance(local, tuple) else "0"
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        try:
+            while True:
+                event = await self._next_head_event()
+                if event is None:
+                    return
+                if isinstance(event, Reject):
+                    await self._send_error(event.status, event.reason)
+                    return
+                if isinstance(event, Request):
+                    self.idle = False
+                    keep = await self._serve(event)
+                    self.idle = True
+                    self.served += 1
+                    if not keep or self.ctx.stopping:
+                        return
+                elif isinstance(event, ConnectionClosed):
+                    return
+        except (_Closed, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                ConnectionError):
+            return
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    def close_if_idle(self) -> None:
+        """Server stopping: end an idle keep-alive wait now."""
+        if self.idle and self.idle_scope is not None:
+            self.idle_scope.cancel()
+
+    async def _receive(self) -> None:
+        """Read once from the client and feed the protocol."""
+        try:
+            data = await self.stream.receive(_RECV)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+            data = b""
+        if not data:
+            self.eof = True
+            self.pending.extend(self.proto.receive_data(b""))
+            self.pending.append(ConnectionClosed())
+            return
+        self.pending.extend(self.proto.receive_data(data))
+
+    async def _next_head_event(self) -> Event | None:
+        """The next event while no request is active, under keep-alive/header deadlines."""
+        if self.pending:
+            return self.pending.popleft()
+        if self.eof:
+            return None
+        ctx = self.ctx
+        rrt = ctx.config.request_read_timeout
+        start = anyio.current_time()
+        if self.served and self.proto.between_requests:
+            # KeepAliveTimeout until the first byte of the next request.
+            with anyio.CancelScope(deadline=start + ctx.config.keep_alive_timeout) as scope:
+                self.idle_scope = scope
+                if ctx.stopping:
+                    scope.cancel()
+                await self._receive()
+            self.idle_scope = None
+            if scope.cancelled_caught:
+                return None
+            if self.pending:
+                return self.pending.popleft()
+            start = anyio.current_time()
+        # mod_reqtimeout header stage: Timeout, extended by MinRate, up to the max.
+        limit = start + (rrt.header_max or rrt.header_timeout)
+        deadline = start + rrt.header_timeout
+        received = 0
+        while not self.pending:
+            with anyio.CancelScope(deadline=min(deadline, limit)) as scope:
+                if self.served == 0 and self.proto.between_requests:
+                    self.idle_scope = scope
+                    if ctx.stopping:
+                        scope.cancel()
+                before = self.proto_bytes()
+                await self._receive()
+                received += self.proto_bytes() - before
+            self.idle_scope = None
+            if scope.cancelled_caught:
+                if self.proto.between_requests or ctx.stopping:
+                    return None  # nothing of a request arrived: just close, as httpd does
+                await self._send_error(408, "Server timeout waiting for the HTTP request "
+                                       "from the client.")
+                return None
+            if rrt.header_min_rate:
+                deadline = start + rrt.header_timeout + received / rrt.header_min_rate
+        return self.pending.popleft()
+
+    def proto_bytes(self) -> int:
+        return self.proto.bytes_received
+
+    # ------------------------------------------------------------------ one request
+    async def _serve(self, request: Request) -> bool:
+        """Serve one request; True if the connection may carry another."""
+        ctx = self.ctx
+        if ctx.status_path is not None and request.path == ctx.status_path:
+            return await self._serve_status(request)
+        t0 = time.time()
+        try:
+            slot = await ctx.dispatcher.acquire(ctx.config.timeout)
+        except (QueueFull, QueueTimeout):
+            await self._send_error(
+                503, "The server is temporarily unable to service your request: every "
+                "slot is busy.", extra=[(b"Retry-After", b"1")], close=request.has_body)
+            ctx.log_access(self, request, 503, 0, t0, None)
+            return self.proto.keep_alive and not request.has_body
+        exchange = _Exchange(request)
+        ws = ctx.slot_started(slot, self, request, t0)
+        reusable = False
+        status = 0
+        sent_body = 0
+        try:
+            head_frame = encode(FrameType.REQUEST, self._request_head(request).encode())
+            if not request.has_body:
+                exchange.body_done = True
+                await slot.send(head_frame)
+                status, sent_body, reusable = await self._forward(slot, exchange, ws)
+            else:
+                chunks = [head_frame]
+                while self.pending and isinstance(self.pending[0], Body | EndBody):
+                    ev = self.pending.popleft()
+                    if isinstance(ev, Body):
+                        chunks.append(encode(FrameType.BODY, ev.data))
+                    else:
+                        chunks.append(_BODY_END)
+                        exchange.body_done = True
+                        break
+                await slot.send(b"".join(chunks))
+                if exchange.body_done:
+                    status, sent_body, reusable = await self._forward(slot, exchange, ws)
+                else:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._pump, slot, exchange)
+                        status, sent_body, reusable = await self._forward(slot, exchange, ws)
+                        tg.cancel_scope.cancel()
+                    if not exchange.body_done and reusable:
+                        await slot.send(_BODY_END)  # the child is draining: let it finish
+                        exchange.body_done = True
+        except SlotClosed:
+            reusable = False
+            if status == 0:
+                status = 502
+                await self._send_error(502, "The child serving this request exited.")
+        finally:
+            ctx.slot_finished(slot, ws, status, sent_body, t0, reusable=reusable)
+        ctx.log_access(self, request, status, sent_body, t0, slot)
+        if exchange.client_gone or not self.proto.keep_alive:
+            return False
+        if exchange.body_error is not None:
+            return False
+        return await self._finish_body(exchange)
+
+    def _request_head(self, request: Request) -> RequestHead:
+        ctx = self.ctx
+        host = b""
+        for name, value in request.headers:
+            if name == b"host":
+                host = value
+                break
+        server_name, server_port = _split_host(host, self.local_addr, self.local_port)
+        if ctx.config.server_name and not host:
+            server_name = ctx.config.server_name.encode()
+        if request.chunked:
+            body = b"c"
+        elif request.content_length:
+            body = b"l"
+        else:
+            body = b""
+        return RequestHead(
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            protocol=b"HTTP/" + request.http_version.encode(),
+            scheme=b"http",
+            remote_addr=self.remote_addr.encode(),
+            remote_port=self.remote_port.encode(),
+            server_name=server_name,
+            server_port=server_port,
+            body=body,
+            content_length=b"%d" % request.content_length if request.content_length else b"",
+            expect_continue=request.expect_continue,
+            request_id=ctx.next_request_id(),
+            stats=ctx.stats(),
+            headers=request.headers,
+        )
+
+    async def _forward(
+        self, slot: SlotHandle, exchange: _Exchange, ws: object
+    ) -> tuple[int, int, bool]:
+        """Relay the child's response to the client; returns (status, body bytes, reusable)."""
+        ctx = self.ctx
+        timeout = ctx.config.timeout
+        proto = self.proto
+        status = 0
+        body_bytes = 0
+        out: list[bytes] = []
+        head_sent = False
+        while True:
+            with anyio.move_on_after(timeout) as scope:
+                kind, payload = await slot.recv()
+            if scope.cancelled_caught:
+                ctx.supervisor.slot_hung(slot)
+                if not head_sent and not out and not exchange.client_gone:
+                    await self._send_error(504, "The application did not answer within "
+                                           f"Timeout ({timeout:g} s).")
+                    return 504, 0, False
+                raise _Closed
+            if kind == FrameType.START:
+                head = ResponseHead.decode(payload)
+                status = head.status
+                if exchange.body_error is not None and not exchange.client_gone:
+                    # The body broke (limit, timeout, bad framing): answer that instead.
+                    err_status, reason = exchange.body_error
+                    out.append(proto.error_response(err_status, reason))
+                    status = err_status
+                    exchange.client_gone = True  # discard the child's reply
+                    head_sent = True
+                else:
+                    # A body the client is still holding back for a 100 we never sent:
+                    # the connection cannot be reused (RFC 9110 10.1.1).
+                    force_close = (not exchange.body_done and exchange.request.expect_continue
+                                   and not exchange.continue_sent)
+                    out.append(proto.start_response(head.status, head.headers, head.reason,
+                                                    stopping=ctx.stopping,
+                                                    force_close=force_close))
+                    head_sent = True
+            elif kind == FrameType.DATA:
+                body_bytes += len(payload)
+                out.append(proto.body(payload))
+            elif kind == FrameType.END:
+                out.append(proto.end_response())
+                await self._flush(out, exchange, slot)
+                return status, body_bytes, True
+            elif kind == FrameType.FAILED:
+                await self._flush(out, exchange, slot)
+                ctx.supervisor.log.error("response failed mid-stream", pid=slot.child.pid,
+                                         slot=slot.child.index)
+                exchange.client_gone = True
+                proto.keep_alive = False
+                return status or 500, body_bytes, True
+            elif kind == FrameType.CONTINUE:
+                if not exchange.body_done and not exchange.continue_sent and not head_sent:
+                    exchange.continue_sent = True
+                    out.append(proto.informational(100))
+                exchange.go_ahead.set()
+            if out and not slot.has_buffered():
+                await self._flush(out, exchange, slot)
+
+    async def _flush(self, out: list[bytes], exchange: _Exchange, slot: SlotHandle) -> None:
+        data = b"".join(out)
+        out.clear()
+        if not data or exchange.client_gone:
+            return
+        with anyio.move_on_after(self.ctx.config.timeout) as scope:
+            try:
+                await self.stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                scope.cancel()
+        if scope.cancelled_caught:
+            # The client stopped reading or left: tell the child to stop, keep the slot.
+            exchange.client_gone = True
+            self.proto.keep_alive = False
+            with contextlib.suppress(SlotClosed):
+                await slot.send(_ABORT)
+
+    async def _pump(self, slot: SlotHandle, exchange: _Exchange) -> None:
+        """Stream the rest of the request body to the child as the client sends it."""
+        ctx = self.ctx
+        rrt = ctx.config.request_read_timeout
+        request = exchange.request
+        if request.expect_continue:
+            await exchange.go_ahead.wait()
+        start = anyio.current_time()
+        received = 0
+        limit = start + rrt.body_max if rrt.body_max else float("inf")
+        try:
+            while True:
+                while not self.pending:
+                    if self.eof:
+                        raise _Closed
+                    deadline = start + rrt.body_timeout
+                    if rrt.body_min_rate:
+                        deadline += received / rrt.body_min_rate
+                    with anyio.CancelScope(deadline=min(deadline, limit)) as scope:
+                        before = self.proto_bytes()
+                        await self._receive()
+                        received += self.proto_bytes() - before
+                    if scope.cancelled_caught:
+                        exchange.body_error = (408, "Timed out reading the request body.")
+                        await slot.send(_BODY_GONE)
+                        exchange.body_done = True
+                        return
+                event = self.pending.popleft()
+                if isinstance(event, Body):
+                    await slot.send(encode(FrameType.BODY, event.data))
+                elif isinstance(event, EndBody):
+                    await slot.send(_BODY_END)
+                    exchange.body_done = True
+                    return
+                elif isinstance(event, Reject):
+                    exchange.body_error = (event.status, event.reason)
+                    await slot.send(_BODY_GONE)
+                    exchange.body_done = True
+                    return
+                elif isinstance(event, ConnectionClosed):
+                    raise _Closed
+        except _Closed:
+            exchange.client_gone = True
+            exchange.body_done = True
+            with contextlib.suppress(SlotClosed):
+                await slot.send(_BODY_GONE)
+        except SlotClosed:
+            return
+
+    async def _finish_body(self, exchange: _Exchange) -> bool:
+        """Read past an unread request body (bounded) so the connection can be kept."""
+        if exchange.body_done and not self._body_in_flight():
+            return True
+        if exchange.request.expect_continue and not exchange.continue_sent:
+            return False  # the client may never send it: close (RFC 9110 10.1.1)
+        discarded = 0
+        with anyio.move_on_after(min(self.ctx.config.timeout, 5.0)):
+            while True:
+                if not self.pending:
+                    if self.eof:
+                        return False
+                    await self._receive()
+                    continue
+                event = self.pending[0]
+                if isinstance(event, Body):
+                    self.pending.popleft()
+                    discarded += len(event.data)
+                    if discarded > _DISCARD_LIMIT:
+                        return False
+                elif isinstance(event, EndBody):
+                    self.pending.popleft()
+                    return True
+                else:
+                    return not isinstance(event, Reject | ConnectionClosed)
+        return False
+
+    def _body_in_flight(self) -> bool:
+        return bool(self.pending) and isinstance(self.pending[0], Body | EndBody)
+
+    # ------------------------------------------------------------------ front-answered
+    async def _serve_status(self, request: Request) -> bool:
+        t0 = time.time()
+        status, headers, body = self.ctx.status_page(request, self.remote_addr, self.local_addr)
+        head = self.proto.start_response(status, headers, stopping=self.ctx.stopping)
+        await self.stream.send(head + self.proto.body(body) + self.proto.end_response())
+        self.ctx.log_access(self, request, status, len(body), t0, None)
+        if request.has_body:
+            return await self._finish_body(_Exchange(request))
+        return self.proto.keep_alive
+
+    async def _send_error(
+        self,
+        status: int,
+        message: str,
+        *,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        close: bool = True,
+    ) -> None:
+        data = self.proto.error_response(status, message, extra=extra, close=close)
+        with anyio.move_on_after(self.ctx.config.timeout), contextlib.suppress(
+            anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError
+        ):
+            await self.stream.send(data)
+
+
+def _split_host(host: bytes, local_addr: str, local_port: str) -> tuple[bytes, bytes]:
+    if not host:
+        return local_addr.encode(), local_port.encode()
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        name = host[: end + 1]
+        port = host[end + 2 :] if host[end + 1 : end + 2] == b":" else b""
+    else:
+        name, _, port = host.partition(b":")
+    return name, port or local_port.encode()
+

@@ -1,0 +1,218 @@
+"""What every connection shares: config, dispatcher, supervisor, scoreboard, logs, status."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from asyncmpm.config.model import Config, MPMLimits
+from asyncmpm.dispatch.dispatcher import Dispatcher
+from asyncmpm.dispatch.slot import SlotHandle
+from asyncmpm.logs import AccessEntry, AccessLog
+from asyncmpm.protocol.events import Request
+from asyncmpm.protocol.http1 import HTTP1Limits
+from asyncmpm.status.mod_status import ServerInfo, parse_query, render_auto, render_html
+from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState, WorkerScore
+from asyncmpm.supervisor.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from asyncmpm.front.connection import Connection
+
+__all__ = ["VERSION", "FrontContext"]
+
+VERSION = "0.1.0"
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+class FrontContext:
+    def __init__(
+        self,
+        config: Config,
+        limits: MPMLimits,
+        scoreboard: Scoreboard,
+        dispatcher: Dispatcher,
+        supervisor: Supervisor,
+        backend: str,
+    ) -> None:
+        self.config = config
+        self.limits = limits
+        self.scoreboard = scoreboard
+        self.dispatcher = dispatcher
+        self.supervisor = supervisor
+        self.backend = backend
+        self.stopping = False
+        self.busy = 0
+        self._request_id = 0
+        self.started = time.time()
+        self.http1_limits = HTTP1Limits(
+            request_line=config.limit_request_line,
+            fields=config.limit_request_fields,
+            field_size=config.limit_request_field_size,
+            body=config.limit_request_body,
+            keep_alive=config.keep_alive and config.keep_alive_timeout > 0,
+            max_keep_alive_requests=config.max_keep_alive_requests,
+            keep_alive_timeout=config.keep_alive_timeout,
+            server_header=f"asyncmpm/{VERSION}".encode(),
+        )
+        self.status_path = config.status_path.encode() if config.status_path else None
+        self.status_allow = _LOOPBACK + tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in config.status_allow
+        )
+        self.access_log = (
+            AccessLog(config.access_log, fmt="json" if config.log_format == "json" else "combined")
+            if config.access_log
+            else None
+        )
+        self.log = structlog.get_logger("asyncmpm.front")
+
+    def next_request_id(self) -> bytes:
+        self._request_id += 1
+        return b"%d-%d" % (os.getpid(), self._request_id)
+
+    def stats(self) -> bytes:
+        return b"%d,%d,%d" % (self.busy, self.dispatcher.idle, len(self.supervisor.children))
+
+    # ------------------------------------------------------------------ scoreboard
+    def slot_started(
+        self, slot: SlotHandle, conn: Connection, request: Request, t0: float
+    ) -> WorkerScore:
+        child = slot.child
+        child.busy += 1
+        self.busy += 1
+        ws = self.scoreboard.processes[child.index].threads[slot.thread]
+        ws.state = SlotState.BUSY_WRITE if not request.has_body else SlotState.BUSY_READ
+        ws.start_time = t0
+        ws.request = request.request_line[:64]
+        ws.client = conn.remote_addr
+        ws.vhost = f"{self.config.server_name or conn.local_addr}:{conn.local_port}"
+        ws.protocol = f"HTTP/{request.http_version}"
+        return ws
+
+    def slot_finished(
+        self,
+        slot: SlotHandle,
+        ws: WorkerScore,
+        status: int,
+        body_bytes: int,
+        t0: float,
+        *,
+        reusable: bool,
+    ) -> None:
+        now = time.time()
+        duration = now - t0
+        ws.access_count += 1
+        ws.my_access_count += 1
+        ws.bytes_served += body_bytes
+        ws.my_bytes_served += body_bytes
+        ws.duration += duration
+        ws.last_used = ws.stop_time = now
+        sb = self.scoreboard
+        sb.total_accesses += 1
+        sb.total_bytes += body_bytes
+        sb.total_duration += duration
+        self.busy -= 1
+        self.supervisor.slot_done(slot, reusable=reusable)
+
+    def log_access(
+        self,
+        conn: Connection,
+        request: Request,
+        status: int,
+        body_bytes: int,
+        t0: float,
+        slot: SlotHandle | None,
+    ) -> None:
+        if self.access_log is None:
+            return
+        referer = user_agent = ""
+        for name, value in request.headers:
+            if name == b"referer":
+                referer = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        now = time.time()
+        self.access_log.log(
+            AccessEntry(
+                remote_addr=conn.remote_addr,
+                time=t0,
+                request_line=request.request_line,
+                status=status,
+                bytes_sent=body_bytes,
+                referer=referer,
+                user_agent=user_agent,
+                duration_us=int((now - t0) * 1e6),
+                pid=slot.child.pid if slot is not None else os.getpid(),
+                slot=slot.child.index if slot is not None else -1,
+            )
+        )
+
+    # ------------------------------------------------------------------ status page
+    def server_info(self, local_addr: str) -> ServerInfo:
+        now = time.time()
+        times = os.times()
+        try:
+            load = os.getloadavg()
+        except OSError:
+            load = (0.0, 0.0, 0.0)
+        return ServerInfo(
+            server_name=self.config.server_name or socket.gethostname(),
+            server_version=(
+                f"asyncmpm/{VERSION} (Python {platform.python_version()}; anyio {self.backend})"
+            ),
+            mpm=self.config.mpm.value,
+            built=f"asyncmpm {VERSION}",
+            config_generation=self.supervisor.generation + 1,
+            mpm_generation=self.supervisor.generation,
+            restart_time=self.scoreboard.restart_time,
+            now=now,
+            uptime=now - self.started,
+            load=(load[0], load[1], load[2]),
+            cpu_user=times.user,
+            cpu_system=times.system,
+            cpu_children_user=times.children_user,
+            cpu_children_system=times.children_system,
+            local_address=local_addr,
+        )
+
+    def status_page(
+        self, request: Request, remote_addr: str, local_addr: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """mod_status, answered by the front loop so it works when every slot is busy."""
+        if not self._status_allowed(remote_addr):
+            body = b"Forbidden\n"
+            return 403, [(b"Content-Type", b"text/plain"),
+                         (b"Content-Length", b"%d" % len(body))], body
+        if request.method not in (b"GET", b"HEAD"):
+            body = b"Method Not Allowed\n"
+            return 405, [(b"Allow", b"GET, HEAD"), (b"Content-Type", b"text/plain"),
+                         (b"Content-Length", b"%d" % len(body))], body
+        self.scoreboard.queued_requests = self.dispatcher.queued
+        query = parse_query(request.query.decode("latin-1"))
+        info = self.server_info(local_addr)
+        snapshot = self.scoreboard.snapshot()
+        headers: list[tuple[bytes, bytes]] = []
+        if query.auto:
+            text = render_auto(snapshot, info)
+            ctype = b"text/plain; charset=ISO-8859-1"
+        else:
+            text = render_html(snapshot, info, query)
+            ctype = b"text/html; charset=ISO-8859-1"
+        if query.refresh is not None:
+            headers.append((b"Refresh", b"%d" % query.refresh))
+        body = text.encode("latin-1", "replace")
+        headers += [(b"Content-Type", ctype), (b"Content-Length", b"%d" % len(body)),
+                    (b"Cache-Control", b"no-cache")]
+        return 200, headers, body
+
+    def _status_allowed(self, remote_addr: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(remote_addr)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.status_allow)

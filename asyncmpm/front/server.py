@@ -1,0 +1,246 @@
+"""``Server``: the task group that owns the listeners, the connections and the supervisor.
+
+Structured concurrency throughout: :meth:`Server.serve` owns every task it starts, returns
+only when all of them (and every child process) are gone, and reports readiness through
+``task_status`` with the bound addresses, so ``await tg.start(server.serve)`` is all an
+embedding program needs. Stopping is graceful: stop accepting, close idle keep-alive
+connections, let in-flight requests finish (bounded by GracefulShutdownTimeout, 0 = wait),
+then stop the children.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from asyncmpm.child.app_loader import spec_for
+from asyncmpm.config.model import Config
+from asyncmpm.dispatch.dispatcher import Dispatcher
+from asyncmpm.errors import AsyncMPMError
+from asyncmpm.front.connection import Connection
+from asyncmpm.front.context import VERSION, FrontContext
+from asyncmpm.supervisor.scoreboard import Scoreboard, ScoreboardSnapshot
+from asyncmpm.supervisor.supervisor import Supervisor
+
+__all__ = ["Server"]
+
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class Server:
+    """An asyncmpm server for one WSGI app.
+
+    ``app`` is a module-level WSGI callable or an import spec (``"module:callable"``,
+    ``"path/app.py:app"``); children import it by name, so it must be importable.
+    Directives may be passed as keywords (``max_request_workers=50``) on top of ``config``.
+    """
+
+    def __init__(
+        self,
+        app: str | Callable[..., Iterable[bytes]] | None = None,
+        config: Config | None = None,
+        **directives: Any,
+    ) -> None:
+        config = config or Config()
+        if directives:
+            config = config.replace(**directives)
+        self.config = config
+        self.app_spec = spec_for(app) if app is not None else config.app
+        self.limits, self.warnings = config.limits()
+        self.scoreboard = Scoreboard(
+            config.mpm.value, self.limits.server_limit, self.limits.threads_per_child
+        )
+        self.dispatcher = Dispatcher(config.max_queued_requests)
+        self.supervisor = Supervisor(
+            config, self.limits, self.scoreboard, self.dispatcher, self.app_spec
+        )
+        self.addresses: list[tuple[str, int]] = []
+        self.log = structlog.get_logger("asyncmpm.server")
+        self._ctx: FrontContext | None = None
+        self._stop: anyio.Event | None = None
+        self._connections: set[Connection] = set()
+        self._drained: anyio.Event | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # ------------------------------------------------------------------ public API
+    def stop(self) -> None:
+        """Begin a graceful stop (safe to call from the event loop's thread)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    def status(self) -> ScoreboardSnapshot:
+        """The scoreboard as mod_status sees it."""
+        self.scoreboard.queued_requests = self.dispatcher.queued
+        return self.scoreboard.snapshot()
+
+    async def __aenter__(self) -> Server:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._tg.start(self.serve)
+        except BaseException as exc:
+            await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.stop()
+        assert self._tg is not None
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+
+    # ------------------------------------------------------------------ serving
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[list[tuple[str, int]]] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until :meth:`stop`; ``task_status.started`` gets the bound addresses."""
+        try:
+            await self._serve(task_status)
+        except BaseExceptionGroup as group:
+            own = _first_own_error(group)
+            if own is not None:
+                raise own from None
+            raise
+
+    async def _serve(self, task_status: anyio.abc.TaskStatus[list[tuple[str, int]]]) -> None:
+        config = self.config
+        self._stop = anyio.Event()
+        self._drained = anyio.Event()
+        for warning in self.warnings:
+            self.log.warning(warning)
+        listeners = await self._bind()
+        try:
+            self._ctx = FrontContext(
+                config, self.limits, self.scoreboard, self.dispatcher, self.supervisor,
+                _backend_name(),
+            )
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.supervisor.run)
+                async with anyio.create_task_group() as conn_tg:
+                    for listener in listeners:
+                        conn_tg.start_soon(self._accept_loop, listener, conn_tg)
+                    self.log.info(
+                        f"AH00292: asyncmpm/{VERSION} ({config.mpm.value}) configured -- "
+                        "resuming normal operations",
+                        listen=[f"{h}:{p}" for h, p in self.addresses],
+                        backend=self._ctx.backend,
+                        app=self.app_spec or "demo",
+                    )
+                    task_status.started(list(self.addresses))
+                    await self._stop.wait()
+                    await self._drain(listeners)
+                    conn_tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self.supervisor.stop_children()
+                tg.cancel_scope.cancel()
+            self.log.info("AH00169: caught SIGTERM, shutting down")
+        finally:
+            with anyio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+            if self._ctx is not None and self._ctx.access_log is not None:
+                self._ctx.access_log.close()
+
+    async def _bind(self) -> list[anyio.abc.SocketListener]:
+        listeners: list[anyio.abc.SocketListener] = []
+        try:
+            for address in self.config.listen:
+                multi = await anyio.create_tcp_listener(
+                    local_host=address.host,
+                    local_port=address.port,
+                    backlog=self.config.listen_backlog,
+                )
+                for listener in multi.listeners:
+                    assert isinstance(listener, anyio.abc.SocketListener)
+                    listeners.append(listener)
+                    host, port = listener.extra(anyio.abc.SocketAttribute.local_address)[:2]
+                    self.addresses.append((str(host), int(port)))
+        except BaseException:
+            for listener in listeners:
+                await listener.aclose()
+            raise
+        return listeners
+
+    async def _accept_loop(
+        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY:
+                    # Out of descriptors: back off instead of spinning (connections queue in
+                    # the kernel backlog meanwhile).
+                    self.log.error("AH00050: accept failed, backing off", error=str(exc))
+                    await anyio.sleep(0.1)
+                    continue
+                self.log.warning("accept failed", error=str(exc))
+                continue
+            tg.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        assert self._ctx is not None
+        conn = Connection(stream, self._ctx)
+        self._connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(conn)
+            if self._ctx.stopping and not self._connections and self._drained is not None:
+                self._drained.set()
+
+    async def _drain(self, listeners: list[anyio.abc.SocketListener]) -> None:
+        """Graceful stop: no new connections, idle ones closed, in-flight ones finish."""
+        assert self._ctx is not None and self._drained is not None
+        self._ctx.stopping = True
+        for listener in listeners:
+            await listener.aclose()
+        for conn in list(self._connections):
+            conn.close_if_idle()
+        if not self._connections:
+            return
+        timeout = self.config.graceful_shutdown_timeout or math.inf
+        with anyio.move_on_after(timeout) as scope:
+            await self._drained.wait()
+        if scope.cancelled_caught:
+            self.log.warning(
+                "GracefulShutdownTimeout expired, closing connections",
+                remaining=len(self._connections),
+            )
+
+
+def _backend_name() -> str:
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "trio"
+    return "asyncio+uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+def _first_own_error(group: BaseExceptionGroup[Any]) -> AsyncMPMError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, AsyncMPMError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_own_error(exc)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,81 @@
+"""The two structured payloads: a request head (front -> child) and a response head (back).
+
+Both are flat lists of NUL-separated fields (see :mod:`asyncmpm.ipc.frames`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asyncmpm.ipc.frames import pack_fields, unpack_fields
+
+__all__ = ["RequestHead", "ResponseHead"]
+
+_FIXED = 14  # fields before the header pairs
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What a child needs to build a WSGI environ. ``body`` is ``b""`` (none), ``b"l"``
+    (Content-Length) or ``b"c"`` (chunked, length unknown)."""
+
+    method: bytes
+    path: bytes
+    query: bytes
+    protocol: bytes
+    scheme: bytes
+    remote_addr: bytes
+    remote_port: bytes
+    server_name: bytes
+    server_port: bytes
+    body: bytes
+    content_length: bytes
+    expect_continue: bool
+    request_id: bytes
+    stats: bytes  # "busy,idle,processes" for the demo page; cheap to carry
+    headers: list[tuple[bytes, bytes]]
+
+    def encode(self) -> bytes:
+        fields = [
+            self.method, self.path, self.query, self.protocol, self.scheme, self.remote_addr,
+            self.remote_port, self.server_name, self.server_port, self.body,
+            self.content_length, b"1" if self.expect_continue else b"", self.request_id,
+            self.stats,
+        ]
+        for name, value in self.headers:
+            fields.append(name)
+            fields.append(value)
+        return pack_fields(fields)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> RequestHead:
+        f = unpack_fields(payload)
+        if len(f) < _FIXED or (len(f) - _FIXED) % 2:
+            raise ValueError("malformed request head")
+        rest = f[_FIXED:]
+        return cls(
+            f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11] == b"1",
+            f[12], f[13], list(zip(rest[::2], rest[1::2], strict=True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+
+    def encode(self) -> bytes:
+        fields = [b"%d" % self.status, self.reason]
+        for name, value in self.headers:
+            fields.append(name)
+            fields.append(value)
+        return pack_fields(fields)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ResponseHead:
+        f = unpack_fields(payload)
+        if len(f) < 2 or len(f) % 2:
+            raise ValueError("malformed response head")
+        rest = f[2:]
+        return cls(int(f[0]), f[1], list(zip(rest[::2], rest[1::2], strict=True)))

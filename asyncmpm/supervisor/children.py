@@ -1,0 +1,152 @@
+"""Effects: the zygote process, child records, and the signals that reach children."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from asyncmpm.errors import AppLoadError, ChildBootError
+
+if TYPE_CHECKING:
+    from asyncmpm.dispatch.slot import SlotHandle
+
+__all__ = ["Child", "ZygoteClient", "describe_exit"]
+
+
+@dataclass(eq=False)
+class Child:
+    """One child process as the supervisor sees it."""
+
+    index: int
+    generation: int
+    threads: int
+    pid: int = 0
+    slots: list[SlotHandle] = field(default_factory=list)
+    accepting: bool = False  # slots may be handed requests
+    retiring: bool = False  # graceful: finish in-flight requests, then exit
+    doomed: bool = False  # hung: kill once the other threads are done
+    served: int = 0
+    busy: int = 0
+    ready: int = 0
+    spawned_at: float = 0.0
+    ready_at: float = 0.0
+    forked: anyio.Event = field(default_factory=anyio.Event)
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    exit_code: int | None = None
+
+
+def describe_exit(code: int) -> str:
+    """Exit code as ``waitstatus_to_exitcode`` gives it (negative = killed by that signal)."""
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = str(-code)
+    return f"exit signal {name} ({-code})"
+
+
+class ZygoteClient:
+    """Start the zygote, ask it to fork children, hear about their exits."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.process: anyio.abc.Process | None = None
+        self.sock: socket.socket | None = None
+
+    async def start(self) -> None:
+        """Start the zygote and wait until it has imported the app (or failed to)."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        paths = [package_root, *(p for p in sys.path if p)]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        try:
+            self.process = await anyio.open_process(
+                [sys.executable, "-m", "asyncmpm.child.zygote", str(child.fileno()),
+                 json.dumps(self.settings)],
+                pass_fds=[child.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=None,
+                stderr=None,
+                env=env,
+            )
+        finally:
+            child.close()
+        parent.setblocking(False)
+        self.sock = parent
+        with anyio.fail_after(self.settings.get("boot_timeout", 60)):
+            first = await self.receive()
+        if first is None:
+            raise ChildBootError("the zygote exited before it was ready")
+        if first["op"] == "error":
+            raise AppLoadError(first["message"])
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next message from the zygote; None once it has gone."""
+        sock = self.sock
+        assert sock is not None
+        while True:
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            except OSError:
+                return None
+            if not data:
+                return None
+            message: dict[str, Any] = json.loads(data)
+            return message
+
+    async def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        sock = self.sock
+        if sock is None:
+            raise ChildBootError("the zygote is not running")
+        payload = json.dumps(message).encode()
+        while True:
+            try:
+                if fds:
+                    socket.send_fds(sock, [payload], fds)
+                else:
+                    sock.send(payload)
+                return
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+            except OSError as exc:
+                raise ChildBootError(f"the zygote is gone: {exc}") from exc
+
+    async def spawn(self, slot: int, generation: int, fds: list[int]) -> None:
+        await self._send({"op": "spawn", "slot": slot, "gen": generation}, fds)
+
+    async def kill(self, pid: int, sig: int) -> None:
+        with contextlib.suppress(ChildBootError):
+            await self._send({"op": "kill", "pid": pid, "sig": sig})
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Ask the zygote to stop its children and exit; force it after ``timeout``."""
+        with anyio.CancelScope(shield=True):
+            if self.sock is not None:
+                with contextlib.suppress(ChildBootError):
+                    await self._send({"op": "exit"})
+            if self.process is not None:
+                with anyio.move_on_after(timeout):
+                    await self.process.wait()
+                if self.process.returncode is None:
+                    self.process.kill()
+                    await self.process.wait()
+                await self.process.aclose()
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None

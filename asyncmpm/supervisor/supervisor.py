@@ -1,0 +1,362 @@
+"""The supervisor carries out what the policy decides; it decides nothing itself.
+
+Once a second (httpd's ``ap_wait_or_timeout``) it takes a scoreboard snapshot, asks
+:func:`asyncmpm.supervisor.policy.maintain` what to do, and does it: spawn children through the
+zygote, retire one gracefully. It also reacts to events the policy cannot see coming: a child
+exits (slots marked dead, exit cause logged, a boot failure stops the server), a request hangs
+past ``Timeout`` (the child is killed and the policy refills the slot), a child reaches
+``MaxConnectionsPerChild`` (it is retired after its in-flight requests).
+
+Generations are carried from the start (generation 0), so graceful restarts can add one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from asyncmpm.config.model import Config, MPMLimits
+from asyncmpm.dispatch.dispatcher import Dispatcher
+from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
+from asyncmpm.errors import ChildBootError
+from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
+from asyncmpm.supervisor.children import Child, ZygoteClient, describe_exit
+from asyncmpm.supervisor.policy import PolicyMemo, maintain, startup
+from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState
+
+__all__ = ["Supervisor"]
+
+_STOP = encode(FrameType.STOP)
+APEXIT_CHILDFATAL = 15
+_QUIET_SIGNALS = {-signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, -signal.SIGUSR1}
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        limits: MPMLimits,
+        scoreboard: Scoreboard,
+        dispatcher: Dispatcher,
+        app_spec: str | None,
+    ) -> None:
+        self.config = config
+        self.limits = limits
+        self.scoreboard = scoreboard
+        self.dispatcher = dispatcher
+        self.children: dict[int, Child] = {}
+        self.by_pid: dict[int, Child] = {}
+        self.memo = PolicyMemo()
+        self.generation = 0
+        self.reaped_since_tick = False
+        self.log = structlog.get_logger("asyncmpm.supervisor")
+        self.zygote = ZygoteClient(
+            {
+                "app": app_spec,
+                "chdir": config.chdir,
+                "preload": config.preload,
+                "mpm": config.mpm.value,
+                "root_path": config.root_path,
+                "log_format": config.log_format,
+                "log_level": config.log_level,
+                "proctitle": config.proctitle,
+                "boot_timeout": config.child_boot_timeout,
+            }
+        )
+        self.spawns = 0
+        self.crashes = 0
+        self.retirements = 0
+        self.timeouts = 0
+        self.spawn_to_ready: list[float] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._fatal: BaseException | None = None
+        self._fatal_event = anyio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Start the zygote and StartServers children, then keep the spare servers right.
+
+        Returns ``started`` once the first children are ready to serve. Raises
+        :class:`ChildBootError` (or :class:`AppLoadError`) when children cannot boot.
+        """
+        try:
+            await self.zygote.start()
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._zygote_messages)
+                first = startup(self.scoreboard.snapshot(), self.limits, self.limits.start_servers)
+                if first is not None:
+                    await self._execute([first])
+                with anyio.fail_after(self.config.child_boot_timeout):
+                    while not self._fatal and not any(c.ready for c in self.children.values()):
+                        await self._wait_progress()
+                self._raise_fatal()
+                task_status.started()
+                tg.start_soon(self._maintenance)
+                await self._fatal_event.wait()
+                self._raise_fatal()
+        finally:
+            self._tg = None
+            await self.zygote.aclose()
+
+    async def _wait_progress(self) -> None:
+        with anyio.move_on_after(0.05):
+            await self._fatal_event.wait()
+
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+
+    def fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._fatal_event.set()
+
+    async def _maintenance(self) -> None:
+        while True:
+            await anyio.sleep(1.0)
+            if self.reaped_since_tick:  # httpd skips maintenance on a tick that reaped
+                self.reaped_since_tick = False
+                continue
+            actions, self.memo = maintain(self.scoreboard.snapshot(), self.limits, self.memo)
+            await self._execute(actions)
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                for index in action.slots:
+                    await self.spawn(index)
+            elif isinstance(action, Retire):
+                child = self.children.get(action.slot)
+                if child is not None:
+                    self.retire(child, "idle")
+            elif isinstance(action, Log):
+                getattr(self.log, action.level if action.level != "notice" else "info")(
+                    f"{action.code}: {action.message}"
+                )
+
+    # ------------------------------------------------------------------ spawning
+    async def spawn(self, index: int) -> None:
+        tpc = self.limits.threads_per_child
+        child = Child(index=index, generation=self.generation, threads=tpc,
+                      spawned_at=time.monotonic())
+        self.children[index] = child
+        proc = self.scoreboard.processes[index]
+        proc.generation = self.generation
+        proc.quiescing = False
+        for ws in proc.threads:
+            ws.state = SlotState.STARTING
+        ours: list[socket.socket] = []
+        theirs: list[socket.socket] = []
+        try:
+            for _ in range(tpc):
+                a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ours.append(a)
+                theirs.append(b)
+            for thread, sock in enumerate(ours):
+                sock.setblocking(False)
+                stream = await anyio.abc.UNIXSocketStream.from_socket(sock)
+                child.slots.append(SlotHandle(child, thread, stream))
+            await self.zygote.spawn(index, self.generation, [s.fileno() for s in theirs])
+            with anyio.fail_after(self.config.child_boot_timeout):
+                await child.forked.wait()  # like fork(): the pid is known when we return
+        except BaseException:
+            for ws in proc.threads:
+                ws.state = SlotState.DEAD
+            del self.children[index]
+            for s in ours[len(child.slots):]:
+                s.close()
+            for slot in child.slots:
+                await slot.aclose()
+            raise
+        finally:
+            for s in theirs:
+                s.close()
+        self.spawns += 1
+        assert self._tg is not None
+        for slot in child.slots:
+            self._tg.start_soon(self._await_ready, slot)
+
+    async def _await_ready(self, slot: SlotHandle) -> None:
+        child = slot.child
+        try:
+            with anyio.fail_after(self.config.child_boot_timeout):
+                kind, payload = await slot.recv()
+        except (SlotClosed, TimeoutError):
+            if not slot.closed:
+                self.log.error("child did not become ready in time", slot=child.index,
+                               pid=child.pid)
+                await self.kill(child, signal.SIGKILL)
+            return
+        if kind == FrameType.BOOT_ERROR:
+            message = payload.decode("utf-8", "replace")
+            self.fail(ChildBootError(f"child could not load the application:\n{message}"))
+            return
+        if kind != FrameType.READY or child.retiring or child.exit_code is not None:
+            return
+        _, _, tid_text = payload.decode().partition(",")
+        ws = self.scoreboard.processes[child.index].threads[slot.thread]
+        ws.state = SlotState.READY
+        ws.tid = int(tid_text or 0)
+        ws.last_used = time.time()
+        child.ready += 1
+        if child.ready == 1:
+            child.ready_at = time.monotonic()
+            self.spawn_to_ready.append(child.ready_at - child.spawned_at)
+            del self.spawn_to_ready[:-100]
+        child.accepting = not (child.retiring or child.doomed)
+        if child.accepting:
+            self.dispatcher.release(slot)
+        else:
+            await self._stop_slot(slot)
+
+    # ------------------------------------------------------------------ zygote events
+    async def _zygote_messages(self) -> None:
+        while True:
+            message = await self.zygote.receive()
+            if message is None:
+                self.fail(ChildBootError("the zygote process exited unexpectedly"))
+                return
+            op = message["op"]
+            if op == "spawned":
+                child = self.children.get(message["slot"])
+                if child is not None and child.generation == message["gen"]:
+                    child.pid = message["pid"]
+                    child.forked.set()
+                    self.by_pid[child.pid] = child
+                    self.scoreboard.processes[child.index].pid = child.pid
+                    self.log.debug("child started", pid=child.pid, slot=child.index,
+                                   gen=child.generation)
+            elif op == "exited":
+                await self._on_exit(message["pid"], message["code"])
+
+    async def _on_exit(self, pid: int, code: int) -> None:
+        child = self.by_pid.pop(pid, None)
+        if child is None:
+            self.log.info(f"AH00167: long lost child came home! (pid {pid})")
+            return
+        child.exit_code = code
+        child.accepting = False
+        self.reaped_since_tick = True
+        self.dispatcher.discard_child(child)
+        if self.children.get(child.index) is child:
+            del self.children[child.index]
+            proc = self.scoreboard.processes[child.index]
+            proc.pid = 0
+            proc.quiescing = False
+            for ws in proc.threads:
+                ws.state = SlotState.DEAD
+                ws.my_access_count = ws.my_bytes_served = 0
+                ws.request = ws.client = ""
+        for slot in child.slots:
+            await slot.aclose()
+        cause = describe_exit(code)
+        fields = {"pid": pid, "slot": child.index, "gen": child.generation, "served": child.served}
+        if code == APEXIT_CHILDFATAL and child.generation == self.generation:
+            self.log.error(f"AH00166: child pid {pid} exit signal fatal error, shutting down",
+                           **fields)
+            self.fail(ChildBootError(f"child pid {pid} could not start (exit status 15)"))
+        elif code < 0 and code not in _QUIET_SIGNALS:
+            self.crashes += 1
+            self.log.warning(f"AH00052: child pid {pid} {cause}", **fields)
+        elif code > 0 and not (child.doomed or child.retiring):
+            self.crashes += 1
+            self.log.warning(f"child pid {pid} {cause}", **fields)
+        else:
+            self.log.debug("child stopped", cause=cause, **fields)
+        child.exited.set()
+
+    # ------------------------------------------------------------------ retiring / killing
+    def retire(self, child: Child, why: str) -> None:
+        """Stop giving the child work; it exits once its in-flight requests are done."""
+        if child.retiring or child.exit_code is not None:
+            return
+        child.retiring = True
+        child.accepting = False
+        self.retirements += 1
+        self.scoreboard.processes[child.index].quiescing = True
+        self.log.debug("retiring child", pid=child.pid, slot=child.index, why=why)
+        for slot in self.dispatcher.discard_child(child):
+            self._spawn_task(self._stop_slot, slot)
+        for slot in child.slots:
+            if slot.busy:
+                ws = self.scoreboard.processes[child.index].threads[slot.thread]
+                ws.state = SlotState.GRACEFUL
+
+    async def _stop_slot(self, slot: SlotHandle) -> None:
+        if slot.closed:
+            return
+        ws = self.scoreboard.processes[slot.child.index].threads[slot.thread]
+        ws.state = SlotState.GRACEFUL
+        with contextlib.suppress(SlotClosed):
+            await slot.send(_STOP)
+
+    def slot_done(self, slot: SlotHandle, *, reusable: bool) -> None:
+        """A request finished with this slot; return it to the pool or wind it down."""
+        child = slot.child
+        child.busy -= 1
+        child.served += 1
+        if not reusable:
+            slot.busy = False
+            slot.closed = True
+        limit = self.limits.max_connections_per_child
+        if limit > 0 and child.served >= limit and not child.retiring:
+            self.retire(child, "MaxConnectionsPerChild")
+        elif limit < 0 and self.limits.threads_per_child > 1 and not child.retiring:
+            self.retire(child, "MaxConnectionsPerChild")  # httpd: worker retires at once
+        if child.doomed:
+            slot.busy = False
+            if child.busy <= 0:
+                self._spawn_task(self.kill, child, signal.SIGKILL)
+            return
+        if child.retiring:
+            slot.busy = False
+            if not slot.closed:
+                self._spawn_task(self._stop_slot, slot)
+            return
+        if reusable:
+            ws = self.scoreboard.processes[child.index].threads[slot.thread]
+            ws.state = SlotState.READY
+            self.dispatcher.release(slot)
+
+    def slot_hung(self, slot: SlotHandle) -> None:
+        """A request ran past Timeout: replace the child (after its other threads finish)."""
+        child = slot.child
+        self.timeouts += 1
+        slot.closed = True
+        child.accepting = False
+        child.doomed = True
+        self.scoreboard.processes[child.index].quiescing = True
+        self.log.error("request exceeded Timeout; killing its child", pid=child.pid,
+                       slot=child.index, timeout=self.config.timeout)
+        for idle in self.dispatcher.discard_child(child):
+            self._spawn_task(self._stop_slot, idle)
+        if child.busy <= 1:
+            self._spawn_task(self.kill, child, signal.SIGKILL)
+
+    async def kill(self, child: Child, sig: int) -> None:
+        if child.pid and child.exit_code is None:
+            await self.zygote.kill(child.pid, sig)
+
+    def _spawn_task(self, func: Any, *args: Any) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(func, *args)
+
+    # ------------------------------------------------------------------ stopping
+    async def stop_children(self, timeout: float = 10.0) -> None:
+        """Ask every child to finish and exit; the zygote terminates stragglers."""
+        for child in list(self.children.values()):
+            self.retire(child, "shutdown")
+        with anyio.move_on_after(timeout):
+            for child in list(self.children.values()):
+                if child.pid:
+                    await child.exited.wait()

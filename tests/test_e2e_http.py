@@ -1,0 +1,149 @@
+"""End to end over real sockets with real children: HTTP/1.1 and WSGI semantics, both MPMs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from asyncmpm import MPM
+from tests.conftest import base_url, serving
+
+pytestmark = pytest.mark.anyio
+
+
+async def raw_exchange(server: Any, data: bytes, *, read_until_close: bool = True,
+                       timeout: float = 10) -> bytes:
+    host, port = server.addresses[0]
+    async with await anyio.connect_tcp(host, port) as stream:
+        await stream.send(data)
+        chunks = []
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    chunk = await stream.receive()
+                except anyio.EndOfStream:
+                    break
+                chunks.append(chunk)
+                if not read_until_close:
+                    break
+    return b"".join(chunks)
+
+
+async def test_hello_both_mpms(mpm: MPM) -> None:
+    async with serving(mpm=mpm) as server, httpx.AsyncClient(base_url=base_url(server)) as c:
+        r = await c.get("/hello")
+        assert r.status_code == 200
+        assert r.text == "Hello, world!\n"
+        assert r.headers["server"].startswith("asyncmpm/")
+        assert "date" in r.headers
+        who = (await c.get("/whoami")).json()
+        assert who["multithread"] is (mpm is MPM.WORKER)
+        assert who["multiprocess"] is True
+
+
+async def test_keep_alive_and_pipelining() -> None:
+    async with serving() as server:
+        req = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+        last = b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        data = await raw_exchange(server, req * 3 + last)
+        assert data.count(b"HTTP/1.1 200 OK") == 4
+        assert data.count(b"Hello, world!") == 4
+        assert data.endswith(b"Hello, world!\n")
+
+
+async def test_head_has_no_body() -> None:
+    async with serving() as server:
+        data = await raw_exchange(server, b"HEAD /hello HTTP/1.1\r\nHost: t\r\n"
+                                  b"Connection: close\r\n\r\n")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"Content-Length: 14" in head
+        assert body == b""
+
+
+async def test_chunked_request_and_response_stream() -> None:
+    async with serving() as server:
+        body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        data = await raw_exchange(
+            server, b"POST /environ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + body)
+        head, _, payload = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        env = json.loads(payload)
+        assert env["body"] == "hello world"
+        assert env["wsgi.input_terminated"] is True
+        assert "HTTP_TRANSFER_ENCODING" not in env
+
+
+async def test_streaming_response_arrives_as_produced() -> None:
+    async with serving() as server:
+        host, port = server.addresses[0]
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+            first = await stream.receive()
+            t_first = time.monotonic()
+            assert b"Transfer-Encoding: chunked" in first
+            rest = b""
+            with anyio.fail_after(10):
+                while not rest.endswith(b"0\r\n\r\n"):
+                    rest += await stream.receive()
+            # The first chunk came ~0.4 s before the end: it was not buffered.
+            assert time.monotonic() - t_first > 0.25
+            assert (first + rest).count(b"chunk ") == 5
+
+
+async def test_expect_100_continue() -> None:
+    async with serving() as server:
+        host, port = server.addresses[0]
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                              b"Expect: 100-continue\r\n\r\n")
+            with anyio.fail_after(10):
+                interim = await stream.receive()
+            assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await stream.send(b"hello")
+            with anyio.fail_after(10):
+                final = interim[25:]
+                while b"\r\n\r\n" not in final or not final.rstrip().endswith(b"24"):
+                    final += await stream.receive()
+                    if b" 5 " in final or final.count(b"\r\n\r\n") and b"5 2cf24" in final:
+                        break
+            assert b"HTTP/1.1 200 OK" in final
+            assert b"5 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" in final
+
+
+@pytest.mark.parametrize(("route", "status"), [("raise", 500), ("nope", 404)])
+async def test_app_errors_are_contained(route: str, status: int) -> None:
+    async with serving() as server, httpx.AsyncClient(base_url=base_url(server)) as c:
+        r = await c.get(f"/{route}")
+        assert r.status_code == status
+        # The child keeps serving after an exception.
+        assert (await c.get("/hello")).status_code == 200
+
+
+async def test_large_upload_and_download_stream(mpm: MPM) -> None:
+    size = 32 * 1024 * 1024
+    block = bytes(range(256)) * 4096
+
+    async def body() -> Any:
+        for _ in range(size // len(block)):
+            yield block
+
+    import hashlib
+
+    digest = hashlib.sha256(block * (size // len(block))).hexdigest()
+    async with serving(mpm=mpm) as server, httpx.AsyncClient(
+        base_url=base_url(server), timeout=60
+    ) as c:
+        r = await c.post("/upload", content=body())
+        assert r.text == f"{size} {digest}"
+        total = 0
+        async with c.stream("GET", "/download?mb=32") as resp:
+            async for chunk in resp.aiter_bytes():
+                total += len(chunk)
+        assert total == size
