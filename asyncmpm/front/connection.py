@@ -289,11 +289,13 @@ class Connection:
                 head = ResponseHead.decode(payload)
                 status = head.status
                 if exchange.body_error is not None and not exchange.client_gone:
-                    # The body broke (limit, timeout, bad framing): answer that instead.
+                    # The body broke (limit, timeout, bad framing): answer that instead,
+                    # and drop the child's reply.
                     err_status, reason = exchange.body_error
                     out.append(proto.error_response(err_status, reason))
+                    await self._flush(out, exchange, slot)
                     status = err_status
-                    exchange.client_gone = True  # discard the child's reply
+                    exchange.client_gone = True
                     head_sent = True
                 else:
                     # A body the client is still holding back for a 100 we never sent:
