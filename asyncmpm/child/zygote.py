@@ -13,8 +13,9 @@ Control protocol (a SOCK_SEQPACKET socketpair, one JSON object per packet; never
 - zygote -> supervisor: ``{"op": "ready"}`` or ``{"op": "error", "message": ...}`` once, then
   ``{"op": "spawned", ...}`` and ``{"op": "exited", "pid": P, "status": ...}`` per child.
 
-If the supervisor disappears, the zygote terminates its children and exits; children die with
-the zygote (PR_SET_PDEATHSIG), so nothing is orphaned.
+If the supervisor disappears (EOF on the control socket, even after SIGKILL), the zygote
+terminates its children and exits; children die with the zygote (PR_SET_PDEATHSIG, which is
+safe there because the zygote is single-threaded), so nothing is orphaned.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Zygote:
 
     def run(self) -> int:
         settings = self.settings
-        _die_with_parent(signal.SIGTERM)
+        # No PR_SET_PDEATHSIG here: it follows the parent *thread*, and trio starts processes
+        # from a worker thread that exits when idle. EOF on the control socket is our cue.
         _set_title(settings["proctitle"], f"asyncmpm: zygote [{settings['mpm']}]")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if settings["preload"]:

@@ -48,10 +48,11 @@ class Dispatcher:
         return len(self._idle)
 
     async def acquire(self, timeout: float) -> SlotHandle:
-        if self._idle and not self._queued:
+        while self._idle and not self._queued:
             slot = self._idle.pop()
-            slot.busy = True
-            return slot
+            if slot.peer_alive():
+                slot.busy = True
+                return slot
         if self._queued >= self.max_queued:
             raise QueueFull
         waiter = _Waiter()
@@ -77,7 +78,7 @@ class Dispatcher:
     def release(self, slot: SlotHandle) -> None:
         """Make a slot available: to the longest-waiting request, else to the idle stack."""
         slot.busy = False
-        if slot.closed or not slot.child.accepting:
+        if not slot.child.accepting or not slot.peer_alive():
             return
         waiters = self._waiters
         while waiters:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["SlotClosed", "SlotHandle"]
 
 _RECV = 256 * 1024
+_HANGUP = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 
 class SlotClosed(Exception):
@@ -29,7 +31,9 @@ class SlotHandle:
     own child thread) and a prefork child and a worker thread look the same from here.
     """
 
-    __slots__ = ("_decoder", "_frames", "busy", "child", "closed", "index", "stream", "thread")
+    __slots__ = (
+        "_decoder", "_fd", "_frames", "busy", "child", "closed", "index", "stream", "thread",
+    )
 
     def __init__(self, child: Child, thread: int, stream: anyio.abc.SocketStream) -> None:
         self.child = child
@@ -40,6 +44,19 @@ class SlotHandle:
         self._frames: deque[tuple[int, bytes]] = deque()
         self.busy = False
         self.closed = False
+        self._fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+
+    def peer_alive(self) -> bool:
+        """Cheap check that the child end is still open (a dead child hangs up at once, before
+        the zygote reports its exit), so a request is never sent to a corpse."""
+        if self.closed:
+            return False
+        poller = select.poll()
+        poller.register(self._fd, _HANGUP)
+        if poller.poll(0):
+            self.closed = True
+            return False
+        return True
 
     async def send(self, data: bytes) -> None:
         """Write frames; shielded so a cancelled sender never leaves half a frame behind."""

@@ -218,6 +218,7 @@ class Connection:
                         exchange.body_done = True
         except SlotClosed:
             reusable = False
+            ctx.supervisor.slot_lost(slot)
             if status == 0:
                 status = 502
                 await self._send_error(502, "The child serving this request exited.")

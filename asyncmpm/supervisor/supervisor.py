@@ -76,6 +76,8 @@ class Supervisor:
         self.retirements = 0
         self.timeouts = 0
         self.spawn_to_ready: list[float] = []
+        self.stopping = False
+        self._signal_respawns = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._fatal: BaseException | None = None
         self._fatal_event = anyio.Event()
@@ -126,6 +128,9 @@ class Supervisor:
             await anyio.sleep(1.0)
             if self.reaped_since_tick:  # httpd skips maintenance on a tick that reaped
                 self.reaped_since_tick = False
+                continue
+            self._signal_respawns = 0
+            if self.stopping:
                 continue
             actions, self.memo = maintain(self.scoreboard.snapshot(), self.limits, self.memo)
             await self._execute(actions)
@@ -274,6 +279,19 @@ class Supervisor:
         else:
             self.log.debug("child stopped", cause=cause, **fields)
         child.exited.set()
+        if (
+            code < 0
+            and self.limits.threads_per_child > 1
+            and child.generation == self.generation
+            and not self.stopping
+            and self._signal_respawns < 3
+            and child.index not in self.children
+        ):
+            # httpd >= 2.4.54 (worker/event): a child killed by a signal is respawned at once,
+            # up to 3 in a row without a quiet tick; prefork waits for maintenance.
+            self._signal_respawns += 1
+            self.log.info(f"AH10393: respawning child in slot {child.index} killed by a signal")
+            self._spawn_task(self.spawn, child.index)  # not here: we are the zygote reader
 
     # ------------------------------------------------------------------ retiring / killing
     def retire(self, child: Child, why: str) -> None:
@@ -328,6 +346,13 @@ class Supervisor:
             ws.state = SlotState.READY
             self.dispatcher.release(slot)
 
+    def slot_lost(self, slot: SlotHandle) -> None:
+        """A slot's channel hung up mid-request: its child is dying, so none of its other
+        slots may take work (the zygote's exit report can trail the hang-up)."""
+        child = slot.child
+        child.accepting = False
+        self.dispatcher.discard_child(child)
+
     def slot_hung(self, slot: SlotHandle) -> None:
         """A request ran past Timeout: replace the child (after its other threads finish)."""
         child = slot.child
@@ -354,6 +379,7 @@ class Supervisor:
     # ------------------------------------------------------------------ stopping
     async def stop_children(self, timeout: float = 10.0) -> None:
         """Ask every child to finish and exit; the zygote terminates stragglers."""
+        self.stopping = True
         for child in list(self.children.values()):
             self.retire(child, "shutdown")
         with anyio.move_on_after(timeout):

@@ -1,0 +1,464 @@
+"""mod_status rendering: ``?auto`` lines, counting rules, %g, the HTML page, escaping."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from asyncmpm.status.mod_status import (
+    ServerInfo,
+    StatusQuery,
+    count_workers,
+    format_g,
+    format_uptime,
+    parse_query,
+    render_auto,
+    render_html,
+    scoreboard_letters,
+)
+from asyncmpm.supervisor.scoreboard import (
+    ProcessSnapshot,
+    ScoreboardSnapshot,
+    SlotState,
+    WorkerSnapshot,
+)
+
+LETTER = {s.value: s for s in SlotState}
+
+
+BLANK = WorkerSnapshot()
+BUSY5 = WorkerSnapshot(access_count=5)
+
+
+def proc(index: int, pid: int, gen: int, letters: str, *, quiescing: bool = False,
+         like: WorkerSnapshot = BLANK) -> ProcessSnapshot:
+    """A process slot whose threads are in the states ``letters`` spells (mod_status letters),
+    their other fields copied from ``like``."""
+    threads = tuple(dataclasses.replace(like, state=LETTER[c]) for c in letters)
+    return ProcessSnapshot(index, pid, gen, quiescing, threads)
+
+
+def board(*procs: ProcessSnapshot, mpm: str = "prefork", generation: int = 0,
+          total_accesses: int = 0, total_bytes: int = 0,
+          total_duration: float = 0.0) -> ScoreboardSnapshot:
+    tpc = len(procs[0].threads) if procs else 1
+    return ScoreboardSnapshot(mpm, generation, tpc, procs, total_accesses=total_accesses,
+                              total_bytes=total_bytes, total_duration=total_duration)
+
+
+def prefork_board(letters: str, generation: int = 0) -> ScoreboardSnapshot:
+    return board(*(proc(i, 0 if c == "." else 100 + i, generation, c)
+                   for i, c in enumerate(letters)), generation=generation)
+
+
+INFO = ServerInfo(
+    server_name="www.example.com",
+    server_version="asyncmpm/0.1.0 (Python 3.11.7; anyio asyncio)",
+    mpm="prefork",
+    built="asyncmpm 0.1.0",
+    config_generation=1,
+    mpm_generation=0,
+    restart_time=1_000_000_000.0,
+    now=1_000_090_061.0,
+    uptime=90061.0,
+    load=(0.125, 1.5, 2.0),
+    cpu_user=1.5,
+    cpu_system=0.5,
+    cpu_children_user=0.0,
+    cpu_children_system=0.0,
+    local_address="127.0.0.1",
+)
+
+
+@pytest.fixture(autouse=True)
+def fixed_tz() -> Iterator[None]:
+    """A POSIX TZ string (3 hours west of UTC, named ABC): no tzdata needed."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "ABC+3"
+    time.tzset()
+    yield
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+# ---------------------------------------------------------------------------------- ?auto
+def test_auto_prefork_exact() -> None:
+    snapshot = board(
+        proc(0, 100, 0, "W", like=BUSY5),
+        proc(1, 101, 0, "_"),
+        proc(2, 102, 0, "K"),
+        proc(3, 0, 0, "."),
+        proc(4, 104, 0, "S"),
+        total_accesses=10, total_bytes=20 * 1024 + 1023, total_duration=2.5,
+    )
+    assert render_auto(snapshot, INFO) == (
+        "www.example.com\n"
+        "ServerVersion: asyncmpm/0.1.0 (Python 3.11.7; anyio asyncio)\n"
+        "ServerMPM: prefork\n"
+        "Server Built: asyncmpm 0.1.0\n"
+        "CurrentTime: Sunday, 09-Sep-2001 23:47:41 ABC\n"
+        "RestartTime: Saturday, 08-Sep-2001 22:46:40 ABC\n"
+        "ParentServerConfigGeneration: 1\n"
+        "ParentServerMPMGeneration: 0\n"
+        "ServerUptimeSeconds: 90061\n"
+        "ServerUptime: 1 day 1 hour 1 minute 1 second\n"
+        "Load1: 0.12\n"
+        "Load5: 1.50\n"
+        "Load15: 2.00\n"
+        "Total Accesses: 10\n"
+        "Total kBytes: 20\n"
+        "Total Duration: 2500\n"
+        "CPUUser: 1.5\n"
+        "CPUSystem: 0.5\n"
+        "CPUChildrenUser: 0\n"
+        "CPUChildrenSystem: 0\n"
+        "CPULoad: 0.00222072\n"
+        "Uptime: 90061\n"
+        "ReqPerSec: 0.000111036\n"
+        "BytesPerSec: 0.227401\n"
+        "BytesPerReq: 2048\n"
+        "DurationPerReq: 250\n"
+        "BusyWorkers: 2\n"
+        "GracefulWorkers: 0\n"
+        "IdleWorkers: 1\n"
+        "Scoreboard: W_K.S\n"
+    )
+
+
+def _keys(text: str) -> list[str]:
+    return [line.partition(":")[0] for line in text.splitlines()[1:]]
+
+
+ALWAYS_BEFORE = ["ServerVersion", "ServerMPM", "Server Built", "CurrentTime", "RestartTime",
+                 "ParentServerConfigGeneration", "ParentServerMPMGeneration",
+                 "ServerUptimeSeconds", "ServerUptime", "Load1", "Load5", "Load15",
+                 "Total Accesses", "Total kBytes", "Total Duration", "CPUUser", "CPUSystem",
+                 "CPUChildrenUser", "CPUChildrenSystem"]
+ALWAYS_AFTER = ["BusyWorkers", "GracefulWorkers", "IdleWorkers", "Scoreboard"]
+
+
+@pytest.mark.parametrize(
+    ("uptime", "accesses", "cpu", "optional"),
+    [
+        (100, 4, 1.0, ["CPULoad", "Uptime", "ReqPerSec", "BytesPerSec", "BytesPerReq",
+                       "DurationPerReq"]),
+        (0, 4, 1.0, ["CPULoad", "Uptime", "BytesPerReq", "DurationPerReq"]),
+        (100, 0, 1.0, ["CPULoad", "Uptime", "ReqPerSec", "BytesPerSec"]),
+        (100, 4, 0.0, ["Uptime", "ReqPerSec", "BytesPerSec", "BytesPerReq", "DurationPerReq"]),
+        (0, 0, 0.0, ["Uptime"]),
+    ],
+    ids=["all", "no-uptime", "no-accesses", "no-cpu", "none"],
+)
+def test_auto_optional_lines(uptime: int, accesses: int, cpu: float,
+                             optional: list[str]) -> None:
+    info = dataclasses.replace(INFO, uptime=uptime, cpu_user=cpu, cpu_system=0.0)
+    text = render_auto(board(proc(0, 1, 0, "_"), total_accesses=accesses), info)
+    assert _keys(text) == ALWAYS_BEFORE + optional + ALWAYS_AFTER
+
+
+@pytest.mark.parametrize(
+    ("accesses", "uptime", "expected"),
+    [(109, 13, "8.38461"), (112, 13, "8.61539"), (143, 17, "8.41177")],
+)
+def test_auto_rates_use_c_float_precision(accesses: int, uptime: int, expected: str) -> None:
+    """Apache divides ``(float) count / (float) up_time``: in double these would round the
+    other way (8.38462, 8.61538, 8.41176)."""
+    info = dataclasses.replace(INFO, uptime=uptime)
+    text = render_auto(board(proc(0, 1, 0, "_"), total_accesses=accesses), info)
+    assert f"\nReqPerSec: {expected}\n" in text
+
+
+def test_auto_cpu_load_with_zero_uptime_is_inf_as_in_c() -> None:
+    info = dataclasses.replace(INFO, uptime=0)
+    assert "CPULoad: inf\n" in render_auto(board(proc(0, 1, 0, "_")), info)
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "busy", "graceful", "idle", "letters"),
+    [
+        pytest.param(prefork_board("_WRKLDCGIS."), 6, 1, 1, "_WRKLDCGIS.", id="prefork-states"),
+        pytest.param(
+            board(
+                proc(0, 200, 1, "_W_R"),
+                proc(1, 201, 0, "_GG_"),  # old generation: READY is not idle, G is graceful
+                proc(2, 202, 0, "WWGW", quiescing=True),  # quiescing: not counted at all
+                proc(3, 0, 0, "...."),
+                proc(4, 204, 1, "SS__"),
+                mpm="worker", generation=1,
+            ),
+            2, 2, 4, "_W_R_GG_WWGW....SS__", id="worker-old-gen-quiescing",
+        ),
+        pytest.param(prefork_board("GGW__", generation=1), 1, 2, 2, "GGW__",
+                     id="prefork-graceful-restart"),
+        pytest.param(board(proc(0, 0, 0, "KW")), 0, 0, 0, "KW", id="no-pid-not-counted"),
+    ],
+)
+def test_worker_counts(snapshot: ScoreboardSnapshot, busy: int, graceful: int, idle: int,
+                       letters: str) -> None:
+    counts = count_workers(snapshot)
+    assert (counts.busy, counts.graceful, counts.idle) == (busy, graceful, idle)
+    text = render_auto(snapshot, INFO)
+    assert f"BusyWorkers: {busy}\nGracefulWorkers: {graceful}\nIdleWorkers: {idle}\n" in text
+    assert text.endswith(f"\nScoreboard: {letters}\n")
+    html = render_html(snapshot, INFO, StatusQuery())
+    assert (f"<dt>{busy} requests currently being processed, {graceful} workers gracefully "
+            f"restarting, {idle} idle workers</dt>") in html
+
+
+@pytest.mark.parametrize(("limit", "letters"), [(None, "W_...."), (3, "W_."), (1, "W_")])
+def test_process_limit_hides_disabled_dead_slots(limit: int | None, letters: str) -> None:
+    snapshot = prefork_board("W_....")
+    assert scoreboard_letters(snapshot, limit) == letters
+    info = dataclasses.replace(INFO, process_limit=limit)
+    assert render_auto(snapshot, info).endswith(f"Scoreboard: {letters}\n")
+
+
+def test_auto_scoreboard_is_not_wrapped() -> None:
+    text = render_auto(prefork_board("_" * 200), INFO)
+    assert f"\nScoreboard: {'_' * 200}\n" in text
+
+
+# ---------------------------------------------------------------------------------- helpers
+@pytest.mark.parametrize(
+    ("value", "precision", "expected"),
+    [
+        (0.5, 6, "0.5"),
+        (1e-05, 6, "1e-05"),
+        (0.0001, 6, "0.0001"),
+        (12345678, 6, "1.23457e+07"),
+        (123456, 6, "123456"),
+        (1234567, 6, "1.23457e+06"),
+        (1e100, 6, "1e+100"),
+        (0, 6, "0"),
+        (250.0, 6, "250"),
+        (2.0 / 3.0, 6, "0.666667"),
+        (-1.5, 6, "-1.5"),
+        (math.inf, 6, "inf"),
+        (0.00268456, 3, "0.00268"),
+        (4.0349, 3, "4.03"),
+        (1234.5, 3, "1.23e+03"),
+    ],
+)
+def test_format_g_matches_printf(value: float, precision: int, expected: str) -> None:
+    assert format_g(value, precision) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0, ""),
+        (1, "1 second"),
+        (2, "2 seconds"),
+        (60, "1 minute"),
+        (61, "1 minute 1 second"),
+        (3600, "1 hour"),
+        (7322, "2 hours 2 minutes 2 seconds"),
+        (86400, "1 day"),
+        (86404, "1 day 4 seconds"),
+        (90061, "1 day 1 hour 1 minute 1 second"),
+        (2 * 86400 + 2 * 3600 + 3 * 60 + 4, "2 days 2 hours 3 minutes 4 seconds"),
+    ],
+)
+def test_uptime_wording(seconds: int, expected: str) -> None:
+    assert format_uptime(seconds) == expected
+    info = dataclasses.replace(INFO, uptime=seconds)
+    text = render_auto(board(proc(0, 1, 0, "_")), info)
+    # show_time() puts a space before each part, so zero uptime leaves "ServerUptime:" bare.
+    assert f"\nServerUptime:{' ' + expected if expected else ''}\n" in text
+    html = render_html(board(proc(0, 1, 0, "_")), info, StatusQuery())
+    assert f"<dt>Server uptime: {' ' + expected if expected else ''}</dt>" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", StatusQuery()),
+        ("auto", StatusQuery(auto=True)),
+        ("notable", StatusQuery(notable=True)),
+        ("refresh", StatusQuery(refresh=10)),
+        ("refresh=6", StatusQuery(refresh=6)),
+        ("refresh=42;fish", StatusQuery(refresh=42)),
+        ("refresh=0", StatusQuery(refresh=10)),
+        ("refresh=-5", StatusQuery(refresh=10)),
+        ("refresh=fish", StatusQuery(refresh=10)),
+        ("refresh=", StatusQuery(refresh=10)),
+        ("refresh= +7x", StatusQuery(refresh=7)),
+        ("refresh=99999999999999999999999", StatusQuery(refresh=2**63 - 1)),
+        pytest.param("refresh=" + "9" * 5000, StatusQuery(refresh=2**63 - 1), id="huge"),
+        pytest.param("refresh=-" + "9" * 5000, StatusQuery(refresh=10), id="huge-negative"),
+        pytest.param("refresh=" + "0" * 5000 + "8", StatusQuery(refresh=8), id="zero-padded"),
+        ("notable&refresh=3&auto", StatusQuery(auto=True, notable=True, refresh=3)),
+        ("xautox", StatusQuery(auto=True)),  # substring search, as mod_status
+        ("autorefresh=5", StatusQuery(auto=True, refresh=5)),
+    ],
+)
+def test_parse_query(query: str, expected: StatusQuery) -> None:
+    assert parse_query(query) == expected
+
+
+# ---------------------------------------------------------------------------------- HTML
+def _pre(html: str) -> str:
+    match = re.search(r"<pre>(.*?)</pre>", html, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 128, 130, 256])
+def test_html_scoreboard_wraps_at_64(n: int) -> None:
+    letters = ("_W" * n)[:n]
+    pre = _pre(render_html(prefork_board(letters), INFO, StatusQuery()))
+    lines = [letters[i:i + 64] for i in range(0, n, 64)]
+    # Apache writes a newline after every 64th letter, including the last one.
+    assert pre == "\n".join(lines) + ("\n" if n % 64 == 0 else "")
+    assert all(len(line) <= 64 for line in pre.split("\n"))
+
+
+def test_html_header_and_legend() -> None:
+    snapshot = board(proc(0, 100, 0, "W", like=BUSY5), proc(1, 101, 0, "_"),
+                     total_accesses=10, total_bytes=20 * 1024, total_duration=2.5)
+    html = render_html(snapshot, INFO, StatusQuery())
+    # Apache's own test suite (t/modules/status.t) matches this prefix.
+    assert "<h1>Apache Server Status for www.example.com (via 127.0.0.1)</h1>" in html
+    for line in [
+        "<dl><dt>Server Version: asyncmpm/0.1.0 (Python 3.11.7; anyio asyncio)</dt>",
+        "<dt>Server MPM: prefork</dt>",
+        "<dt>Server Built: asyncmpm 0.1.0\n</dt></dl><hr /><dl>",
+        "<dt>Current Time: Sunday, 09-Sep-2001 23:47:41 ABC</dt>",
+        "<dt>Restart Time: Saturday, 08-Sep-2001 22:46:40 ABC</dt>",
+        "<dt>Parent Server Config. Generation: 1</dt>",
+        "<dt>Parent Server MPM Generation: 0</dt>",
+        "<dt>Server uptime:  1 day 1 hour 1 minute 1 second</dt>",
+        "<dt>Server load: 0.12 1.50 2.00</dt>",
+        "<dt>Total accesses: 10 - Total Traffic: 20 kB - Total Duration: 2500</dt>",
+        "<dt>CPU Usage: u1.5 s0.5 cu0 cs0 - 0.00222% CPU load</dt>",
+        "<dt>0.000111 requests/sec - 0 B/second - 2048 B/request - 250 ms/request</dt>",
+        "<dt>1 requests currently being processed, 0 workers gracefully restarting, "
+        "1 idle workers</dt>",
+        '"<b><code>_</code></b>" Waiting for Connection,',
+        '"<b><code>S</code></b>" Starting up,',
+        '"<b><code>R</code></b>" Reading Request,<br />',
+        '"<b><code>W</code></b>" Sending Reply,',
+        '"<b><code>K</code></b>" Keepalive (read),',
+        '"<b><code>D</code></b>" DNS Lookup,<br />',
+        '"<b><code>C</code></b>" Closing connection,',
+        '"<b><code>L</code></b>" Logging,',
+        '"<b><code>G</code></b>" Gracefully finishing,<br />',
+        '"<b><code>I</code></b>" Idle cleanup of worker,',
+        '"<b><code>.</code></b>" Open slot with no current process<br />',
+    ]:
+        assert line in html
+    assert html.endswith("</body></html>\n")
+
+
+@pytest.mark.parametrize(
+    ("kbytes", "uptime", "traffic", "rates"),
+    [
+        (0, 0, "0 kB", ""),
+        (2048, 10, "2.0 MB",
+         "0.1 requests/sec - 204.8 kB/second - 2.0 MB/request - 0 ms/request"),
+        (3 * 1048576, 1, "3.0 GB",
+         "1 requests/sec - 3.0 GB/second - 3.0 GB/request - 0 ms/request"),
+    ],
+)
+def test_html_traffic_units(kbytes: int, uptime: int, traffic: str, rates: str) -> None:
+    snapshot = board(proc(0, 1, 0, "_"), total_accesses=1 if kbytes else 0,
+                     total_bytes=kbytes * 1024)
+    info = dataclasses.replace(INFO, uptime=uptime)
+    html = render_html(snapshot, info, StatusQuery())
+    assert f"Total Traffic: {traffic} - " in html
+    assert f"<dt>{rates}</dt>" in html
+
+
+MALICIOUS = WorkerSnapshot(
+    access_count=1,
+    client='<script>alert("c")</script>',
+    request='GET /"><img src=x onerror=alert(1)>\r\n<b>x HTTP/1.1',
+    vhost='evil&"<host>',
+    protocol="HTTP/<1>",
+)
+
+
+@pytest.mark.parametrize("notable", [False, True], ids=["table", "notable"])
+def test_html_escapes_network_fields(notable: bool) -> None:
+    snapshot = board(proc(0, 100, 0, "W", like=MALICIOUS))
+    info = dataclasses.replace(INFO, server_name="<srv>", local_address="::1")
+    html = render_html(snapshot, info, StatusQuery(notable=notable))
+    for raw in ("<script>", "<img", "<b>x", "<host>", "<1>", "\r", "<srv>"):
+        assert raw not in html
+    assert "&lt;script&gt;alert(&quot;c&quot;)&lt;/script&gt;" in html
+    assert "GET /\\&quot;&gt;&lt;img src=x onerror=alert(1)&gt;\\r\\n&lt;b&gt;x HTTP/1.1" in html
+    assert "evil&amp;&quot;&lt;host&gt;" in html
+    assert "Apache Server Status for &lt;srv&gt; (via ::1)" in html
+
+
+def _row_snapshot() -> ScoreboardSnapshot:
+    finished = WorkerSnapshot(
+        access_count=7, my_access_count=3, conn_count=2, bytes_served=3 * 1048576,
+        my_bytes_served=1048576, conn_bytes=2048, start_time=1_000_090_050.0,
+        stop_time=1_000_090_050.25, last_used=1_000_090_050.25, duration=1.2345,
+        client="10.0.0.1", protocol="HTTP/1.1", vhost="www:80", request="GET /x HTTP/1.1",
+    )
+    # In flight: stop_time (of the previous request) < start_time, so Req shows 0.
+    in_flight = dataclasses.replace(finished, start_time=1_000_090_060.0)
+    return board(proc(0, 100, 2, "K", like=finished), proc(1, 101, 2, "W", like=in_flight),
+                 proc(2, 0, 1, ".", like=finished), proc(3, 103, 2, "_"), generation=2)
+
+
+def test_html_table_rows() -> None:
+    html = render_html(_row_snapshot(), INFO, StatusQuery())
+    assert "<th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>SS</th><th>Req</th>" in html
+    rows = re.findall(r"<tr><td><b>.*?</tr>", html, re.S)
+    tail = ("</td><td>2.0</td><td>1.00</td><td>3.00\n</td><td>10.0.0.1</td><td>HTTP/1.1</td>"
+            "<td nowrap>www:80</td><td nowrap>GET /x HTTP/1.1</td></tr>")
+    assert rows == [
+        "<tr><td><b>0-2</b></td><td>100</td><td>2/3/7</td><td><b>K</b>\n</td>"
+        "<td>10</td><td>250</td><td>1234" + tail,
+        "<tr><td><b>1-2</b></td><td>101</td><td>2/3/7</td><td><b>W</b>\n</td>"
+        "<td>10</td><td>0</td><td>1234" + tail,
+        "<tr><td><b>2-1</b></td><td>-</td><td>2/3/7</td><td>.\n</td>"
+        "<td>10</td><td>250</td><td>1234" + tail,
+    ]
+    assert "<tr><th>Srv</th><td>Child Server number - generation</td></tr>" in html
+
+
+def test_notable_renders_text_not_table() -> None:
+    html = render_html(_row_snapshot(), INFO, StatusQuery(notable=True))
+    assert "<table" not in html
+    assert "<hr /><h2>Server Details</h2>\n\n" in html
+    assert (
+        "<b>Server 0-2</b> (100): 2|3|7 [<b>Keepalive</b>] \n 10 250 1234(2048 B|1.0 MB|3.0 MB)\n"
+        " <i>10.0.0.1 {GET /x HTTP/1.1}</i> <i>(HTTP/1.1)</i> <b>[www:80]</b><br />\n\n"
+    ) in html
+    assert "<b>Server 2-1</b> (-): 2|3|7 [Dead]" in html
+    assert "Server 3-2" not in html
+
+
+@pytest.mark.parametrize(
+    ("letter", "accesses", "shown"),
+    [
+        ("_", 0, False),
+        (".", 0, False),
+        ("_", 1, True),
+        (".", 1, True),
+        ("S", 0, True),
+        ("W", 0, True),
+        ("G", 0, True),
+    ],
+)
+@pytest.mark.parametrize("notable", [False, True], ids=["table", "notable"])
+def test_rows_skipped_when_ready_or_dead_without_accesses(
+    letter: str, accesses: int, shown: bool, notable: bool
+) -> None:
+    snapshot = board(proc(0, 100, 0, letter, like=WorkerSnapshot(access_count=accesses)))
+    html = render_html(snapshot, INFO, StatusQuery(notable=notable))
+    marker = "<b>Server 0-0</b>" if notable else "<tr><td><b>0-0</b>"
+    assert (marker in html) is shown
