@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from asyncmpm.config.model import MPM, Backend, Config, ListenAddress
+from asyncmpm.config.model import MPM, Backend, Config, ListenAddress, RequestReadTimeout
 from asyncmpm.errors import AppLoadError, AsyncMPMError, ChildBootError, ConfigError, ProtocolError
 from asyncmpm.front.context import VERSION
 from asyncmpm.front.server import Server
@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ListenAddress",
     "ProtocolError",
+    "RequestReadTimeout",
     "Server",
     "__version__",
     "run",

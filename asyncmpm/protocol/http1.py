@@ -260,6 +260,11 @@ class HTTP1Connection:
         if bare >= 0:
             cut = bare + 2
         elif end < 0:
+            # Refuse early what cannot become a request line (e.g. TLS on a plain port).
+            space = buf.find(b" ")
+            method = buf[: space if space >= 0 else len(buf)]
+            if not set(method) <= _TOKEN_CHARS or len(method) > 24:
+                raise _Refuse(400, "invalid request method")
             first_line = buf.find(b"\n")
             if first_line < 0 and len(buf) > self.limits.request_line + 2:
                 raise _Refuse(414, "request line too long")
