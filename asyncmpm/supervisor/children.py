@@ -36,6 +36,7 @@ class Child:
     accepting: bool = False  # slots may be handed requests
     retiring: bool = False  # graceful: finish in-flight requests, then exit
     doomed: bool = False  # hung: kill once the other threads are done
+    abandoned: bool = False  # a slot was given up mid-request (it may still be running)
     served: int = 0
     busy: int = 0
     ready: int = 0

@@ -326,6 +326,7 @@ class Supervisor:
         if not reusable:
             slot.busy = False
             slot.closed = True
+            child.abandoned = True
         limit = self.limits.max_connections_per_child
         if limit > 0 and child.served >= limit and not child.retiring:
             self.retire(child, "MaxConnectionsPerChild")
@@ -382,6 +383,10 @@ class Supervisor:
         self.stopping = True
         for child in list(self.children.values()):
             self.retire(child, "shutdown")
+            if child.abandoned:
+                # Still running a request nobody waits for (GracefulShutdownTimeout passed):
+                # httpd sends SIGTERM at this point.
+                await self.kill(child, signal.SIGTERM)
         with anyio.move_on_after(timeout):
             for child in list(self.children.values()):
                 if child.pid:
