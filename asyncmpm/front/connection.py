@@ -268,7 +268,12 @@ class Connection:
     async def _forward(
         self, slot: SlotHandle, exchange: _Exchange, ws: object
     ) -> tuple[int, int, bool]:
-        """Relay the child's response to the client; returns (status, body bytes, reusable)."""
+        """Relay the child's response to the client; returns (status, body bytes, reusable).
+
+        One cancel scope per request, re-armed only before a wait that can block: waiting on
+        the child past Timeout is a hung child (504); waiting on the client past Timeout is a
+        client that stopped reading (the child is told to ABORT and its reply is drained).
+        """
         ctx = self.ctx
         timeout = ctx.config.timeout
         proto = self.proto
@@ -276,75 +281,83 @@ class Connection:
         body_bytes = 0
         out: list[bytes] = []
         head_sent = False
-        while True:
-            with anyio.move_on_after(timeout) as scope:
-                kind, payload = await slot.recv()
-            if scope.cancelled_caught:
+        while True:  # re-entered only after the client stopped reading
+            waiting_on_child = True
+            with anyio.CancelScope() as scope:
+                while True:
+                    if not slot.has_buffered():
+                        scope.deadline = anyio.current_time() + timeout
+                        waiting_on_child = True
+                    kind, payload = await slot.recv()
+                    if kind == FrameType.DATA:
+                        body_bytes += len(payload)
+                        out.append(proto.body(payload))
+                    elif kind == FrameType.START:
+                        head = ResponseHead.decode(payload)
+                        status = head.status
+                        head_sent = True
+                        if exchange.body_error is not None and not exchange.client_gone:
+                            # The body broke (limit, timeout, bad framing): answer that
+                            # instead, and drop the child's reply.
+                            err_status, reason = exchange.body_error
+                            out.append(proto.error_response(err_status, reason))
+                            status = err_status
+                        else:
+                            # A body the client is still holding back for a 100 we never
+                            # sent: the connection cannot be reused (RFC 9110 10.1.1).
+                            force_close = (not exchange.body_done
+                                           and exchange.request.expect_continue
+                                           and not exchange.continue_sent)
+                            out.append(proto.start_response(
+                                head.status, head.headers, head.reason,
+                                stopping=ctx.stopping, force_close=force_close))
+                    elif kind == FrameType.END:
+                        out.append(proto.end_response())
+                    elif kind == FrameType.FAILED:
+                        ctx.supervisor.log.error("response failed mid-stream",
+                                                 pid=slot.child.pid, slot=slot.child.index)
+                        proto.keep_alive = False
+                        status = status or 500
+                    elif kind == FrameType.CONTINUE:
+                        if not exchange.body_done and not exchange.continue_sent \
+                                and not head_sent:
+                            exchange.continue_sent = True
+                            out.append(proto.informational(100))
+                        exchange.go_ahead.set()
+                    done = kind == FrameType.END or kind == FrameType.FAILED
+                    if out and (done or not slot.has_buffered()):
+                        data = b"".join(out)
+                        out.clear()
+                        if data and not exchange.client_gone:
+                            scope.deadline = anyio.current_time() + timeout
+                            waiting_on_child = False
+                            try:
+                                await self.stream.send(data)
+                            except (anyio.BrokenResourceError, anyio.ClosedResourceError,
+                                    ConnectionError):
+                                await self._client_left(slot, exchange)
+                        if exchange.body_error is not None and head_sent:
+                            exchange.client_gone = True  # the child's reply is not wanted
+                    if kind == FrameType.FAILED:
+                        exchange.client_gone = True
+                        return status, body_bytes, True
+                    if done:
+                        return status, body_bytes, True
+            if waiting_on_child:
                 ctx.supervisor.slot_hung(slot)
-                if not head_sent and not out and not exchange.client_gone:
+                if not head_sent and not exchange.client_gone:
                     await self._send_error(504, "The application did not answer within "
                                            f"Timeout ({timeout:g} s).")
                     return 504, 0, False
                 raise _Closed
-            if kind == FrameType.START:
-                head = ResponseHead.decode(payload)
-                status = head.status
-                if exchange.body_error is not None and not exchange.client_gone:
-                    # The body broke (limit, timeout, bad framing): answer that instead,
-                    # and drop the child's reply.
-                    err_status, reason = exchange.body_error
-                    out.append(proto.error_response(err_status, reason))
-                    await self._flush(out, exchange, slot)
-                    status = err_status
-                    exchange.client_gone = True
-                    head_sent = True
-                else:
-                    # A body the client is still holding back for a 100 we never sent:
-                    # the connection cannot be reused (RFC 9110 10.1.1).
-                    force_close = (not exchange.body_done and exchange.request.expect_continue
-                                   and not exchange.continue_sent)
-                    out.append(proto.start_response(head.status, head.headers, head.reason,
-                                                    stopping=ctx.stopping,
-                                                    force_close=force_close))
-                    head_sent = True
-            elif kind == FrameType.DATA:
-                body_bytes += len(payload)
-                out.append(proto.body(payload))
-            elif kind == FrameType.END:
-                out.append(proto.end_response())
-                await self._flush(out, exchange, slot)
-                return status, body_bytes, True
-            elif kind == FrameType.FAILED:
-                await self._flush(out, exchange, slot)
-                ctx.supervisor.log.error("response failed mid-stream", pid=slot.child.pid,
-                                         slot=slot.child.index)
-                exchange.client_gone = True
-                proto.keep_alive = False
-                return status or 500, body_bytes, True
-            elif kind == FrameType.CONTINUE:
-                if not exchange.body_done and not exchange.continue_sent and not head_sent:
-                    exchange.continue_sent = True
-                    out.append(proto.informational(100))
-                exchange.go_ahead.set()
-            if out and not slot.has_buffered():
-                await self._flush(out, exchange, slot)
+            await self._client_left(slot, exchange)  # it stopped reading: drain the child
 
-    async def _flush(self, out: list[bytes], exchange: _Exchange, slot: SlotHandle) -> None:
-        data = b"".join(out)
-        out.clear()
-        if not data or exchange.client_gone:
-            return
-        with anyio.move_on_after(self.ctx.config.timeout) as scope:
-            try:
-                await self.stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-                scope.cancel()
-        if scope.cancelled_caught:
-            # The client stopped reading or left: tell the child to stop, keep the slot.
-            exchange.client_gone = True
-            self.proto.keep_alive = False
-            with contextlib.suppress(SlotClosed):
-                await slot.send(_ABORT)
+    async def _client_left(self, slot: SlotHandle, exchange: _Exchange) -> None:
+        """The client stopped reading or left: tell the child to stop, keep the slot."""
+        exchange.client_gone = True
+        self.proto.keep_alive = False
+        with contextlib.suppress(SlotClosed):
+            await slot.send(_ABORT)
 
     async def _pump(self, slot: SlotHandle, exchange: _Exchange) -> None:
         """Stream the rest of the request body to the child as the client sends it."""

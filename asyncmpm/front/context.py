@@ -49,6 +49,7 @@ class FrontContext:
         self.stopping = False
         self.busy = 0
         self._request_id = 0
+        self._pid = os.getpid()
         self.started = time.time()
         self.http1_limits = HTTP1Limits(
             request_line=config.limit_request_line,
@@ -73,7 +74,7 @@ class FrontContext:
 
     def next_request_id(self) -> bytes:
         self._request_id += 1
-        return b"%d-%d" % (os.getpid(), self._request_id)
+        return b"%d-%d" % (self._pid, self._request_id)
 
     def stats(self) -> bytes:
         return b"%d,%d,%d" % (self.busy, self.dispatcher.idle, len(self.supervisor.children))

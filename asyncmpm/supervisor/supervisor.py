@@ -109,6 +109,12 @@ class Supervisor:
         finally:
             self._tg = None
             await self.zygote.aclose()
+            # Children that exited during the shutdown were not reported to a reader any more:
+            # close what is left of their channels here.
+            with anyio.CancelScope(shield=True):
+                for child in {*self.children.values(), *self.by_pid.values()}:
+                    for slot in child.slots:
+                        await slot.aclose()
 
     async def _wait_progress(self) -> None:
         with anyio.move_on_after(0.05):
