@@ -265,10 +265,19 @@ class HTTP1Connection:
             method = buf[: space if space >= 0 else len(buf)]
             if not set(method) <= _TOKEN_CHARS or len(method) > 24:
                 raise _Refuse(400, "invalid request method")
+            # An incomplete head is still held to the limits, so it cannot grow unbounded.
+            limits = self.limits
             first_line = buf.find(b"\n")
-            if first_line < 0 and len(buf) > self.limits.request_line + 2:
+            if (first_line < 0 and len(buf) > limits.request_line + 2) or (
+                first_line - 1 > limits.request_line
+            ):
                 raise _Refuse(414, "request line too long")
-            if len(buf) > self.limits.max_head:
+            if first_line >= 0:
+                if len(buf) - buf.rfind(b"\n") > limits.field_size + 2:
+                    raise _Refuse(431, "request header field too large")
+                if limits.fields and buf.count(b"\n") > limits.fields + 1:
+                    raise _Refuse(431, "too many request header fields")
+            if len(buf) > limits.max_head:
                 raise _Refuse(431, "request header fields too large")
             return False
         head = bytes(buf[:cut])
