@@ -39,7 +39,8 @@ def mpm(request: pytest.FixtureRequest) -> MPM:
 def make_config(mpm: MPM = MPM.PREFORK, **directives: Any) -> Config:
     settings: dict[str, Any] = dict(MPM_SETTINGS[mpm])
     settings.update(directives)
-    return Config(mpm=mpm, listen=(ListenAddress("127.0.0.1", 0),), proctitle=False, **settings)
+    settings.setdefault("proctitle", False)
+    return Config(mpm=mpm, listen=(ListenAddress("127.0.0.1", 0),), **settings)
 
 
 @asynccontextmanager

@@ -1,0 +1,100 @@
+"""What operators see: the status page (even with every slot busy), access log, titles, demo."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import anyio
+import httpx
+import psutil
+import pytest
+
+from asyncmpm import MPM
+from tests.conftest import base_url, serving
+
+pytestmark = pytest.mark.anyio
+
+AUTO_KEYS = ["ServerMPM", "ServerUptimeSeconds", "Total Accesses", "Total kBytes", "Uptime",
+             "ReqPerSec", "BusyWorkers", "IdleWorkers", "Scoreboard"]
+
+
+async def test_status_auto_answers_while_every_slot_is_busy(mpm: MPM) -> None:
+    directives = (dict(start_servers=2, max_request_workers=2, min_spare_servers=1,
+                       max_spare_servers=2) if mpm is MPM.PREFORK else
+                  dict(start_servers=1, threads_per_child=2, max_request_workers=2,
+                       server_limit=1, min_spare_threads=1, max_spare_threads=4))
+    async with serving(mpm=mpm, status_path="/server-status", **directives) as server, \
+            httpx.AsyncClient(base_url=base_url(server), timeout=30) as c:
+        assert (await c.get("/hello")).status_code == 200
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):  # two hold both slots, one waits in the queue
+                tg.start_soon(c.get, "/whoami?sleep=1.5")
+            with anyio.fail_after(10):
+                # Busy slots, and a whole second of uptime (ReqPerSec needs uptime > 0).
+                while server.status().busy_workers < 2 or (
+                    server.status().taken_at - server.status().restart_time < 1.05
+                ):
+                    await anyio.sleep(0.02)
+            with anyio.fail_after(1):  # answered by the front loop, not a slot
+                r = await c.get("/server-status?auto")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        lines = r.text.splitlines()
+        keys = [line.split(":", 1)[0] for line in lines[1:]]
+        positions = [keys.index(k) for k in AUTO_KEYS]
+        assert positions == sorted(positions), keys  # Apache's order
+        fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        assert fields["ServerMPM"] == mpm.value
+        assert fields["BusyWorkers"] == "2"
+        assert int(fields["Total Accesses"]) >= 1
+        assert fields["Scoreboard"].count("W") == 2
+        html = (await c.get("/server-status")).text
+        assert "Apache Server Status for" in html
+
+
+async def test_status_is_refused_to_other_addresses() -> None:
+    async with serving(status_path="/server-status", status_allow=("10.0.0.0/8",)) as server:
+        ctx = server._ctx
+        assert ctx is not None
+        assert ctx._status_allowed("127.0.0.1")
+        assert ctx._status_allowed("10.1.2.3")
+        assert not ctx._status_allowed("192.0.2.1")
+
+
+async def test_access_log_in_combined_format(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    async with serving(access_log=str(log)) as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        # Raw, because clients refuse to send a tab inside a value; it must not break the line.
+        async with await anyio.connect_tcp(*server.addresses[0]) as s:
+            await s.send(b'GET /hello HTTP/1.1\r\nHost: t\r\nUser-Agent: evil "agent"\tX\r\n'
+                         b"Referer: http://r/\r\nConnection: close\r\n\r\n")
+            while True:
+                try:
+                    await s.receive()
+                except anyio.EndOfStream:
+                    break
+        await c.get("/nope")
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    pattern = (r'^127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
+               r'"GET /hello HTTP/1\.1" 200 14 "http://r/" "evil \\"agent\\"\\tX"$')
+    assert re.match(pattern, lines[0]), lines[0]
+    assert ' "GET /nope HTTP/1.1" 404 10 ' in lines[1]
+
+
+async def test_process_titles_and_demo_app(mpm: MPM) -> None:
+    async with serving(None, mpm=mpm, proctitle=True) as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        r = await c.get("/")
+        assert r.status_code == 200
+        assert "asyncmpm is serving" in r.text
+        assert f"<th>MPM</th><td>{mpm.value}</td>" in r.text
+        titles = set()
+        for proc in psutil.Process().children(recursive=True):
+            titles.add(" ".join(proc.cmdline()).strip())
+        assert f"asyncmpm: zygote [{mpm.value}]" in titles
+        assert any(re.fullmatch(r"asyncmpm: child slot \d+ gen 0", t) for t in titles), titles
