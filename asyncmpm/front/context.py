@@ -172,13 +172,14 @@ class FrontContext:
             mpm_generation=self.supervisor.generation,
             restart_time=self.scoreboard.restart_time,
             now=now,
-            uptime=now - self.started,
+            uptime=now - self.scoreboard.restart_time,
             load=(load[0], load[1], load[2]),
             cpu_user=times.user,
             cpu_system=times.system,
             cpu_children_user=times.children_user,
             cpu_children_system=times.children_system,
             local_address=local_addr,
+            process_limit=self.limits.process_limit,
         )
 
     def status_page(

@@ -137,13 +137,9 @@ class ScoreboardSnapshot:
 
     @property
     def busy_workers(self) -> int:
-        # mod_status: READY is idle only in a current-generation process; elsewhere it is busy.
-        return sum(
-            1
-            for p in self._counted()
-            for t in p.threads
-            if t.state.is_busy or (t.state is SlotState.READY and p.generation != self.generation)
-        )
+        # mod_status: READY counts as idle only in a current-generation process, and as
+        # neither busy nor idle in an old one.
+        return sum(1 for p in self._counted() for t in p.threads if t.state.is_busy)
 
     @property
     def idle_workers(self) -> int:
