@@ -281,6 +281,7 @@ class Connection:
         body_bytes = 0
         out: list[bytes] = []
         head_sent = False
+        replaced = False  # our error answer stands in for the child's reply
         while True:  # re-entered only after the client stopped reading
             waiting_on_child = True
             with anyio.CancelScope() as scope:
@@ -290,8 +291,9 @@ class Connection:
                         waiting_on_child = True
                     kind, payload = await slot.recv()
                     if kind == FrameType.DATA:
-                        body_bytes += len(payload)
-                        out.append(proto.body(payload))
+                        if not replaced:
+                            body_bytes += len(payload)
+                            out.append(proto.body(payload))
                     elif kind == FrameType.START:
                         head = ResponseHead.decode(payload)
                         status = head.status
@@ -302,6 +304,7 @@ class Connection:
                             err_status, reason = exchange.body_error
                             out.append(proto.error_response(err_status, reason))
                             status = err_status
+                            replaced = True
                         else:
                             # A body the client is still holding back for a 100 we never
                             # sent: the connection cannot be reused (RFC 9110 10.1.1).
@@ -312,7 +315,8 @@ class Connection:
                                 head.status, head.headers, head.reason,
                                 stopping=ctx.stopping, force_close=force_close))
                     elif kind == FrameType.END:
-                        out.append(proto.end_response())
+                        if not replaced:
+                            out.append(proto.end_response())
                     elif kind == FrameType.FAILED:
                         ctx.supervisor.log.error("response failed mid-stream",
                                                  pid=slot.child.pid, slot=slot.child.index)
@@ -336,8 +340,6 @@ class Connection:
                             except (anyio.BrokenResourceError, anyio.ClosedResourceError,
                                     ConnectionError):
                                 await self._client_left(slot, exchange)
-                        if exchange.body_error is not None and head_sent:
-                            exchange.client_gone = True  # the child's reply is not wanted
                     if kind == FrameType.FAILED:
                         exchange.client_gone = True
                         return status, body_bytes, True
