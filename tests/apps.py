@@ -140,7 +140,7 @@ def closing(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
 
 def file_wrapper(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return environ["wsgi.file_wrapper"](open(__file__, "rb"), 1024)  # noqa: SIM115
+    return environ["wsgi.file_wrapper"](open(__file__, "rb"), 1024)
 
 
 def router(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -19,10 +19,10 @@ APPS = f"{HERE / 'apps.py'}:application"
 
 # Small but real MPM settings, so a 2-core machine runs the suite quickly.
 MPM_SETTINGS: dict[MPM, dict[str, Any]] = {
-    MPM.PREFORK: dict(start_servers=2, min_spare_servers=1, max_spare_servers=4,
-                      max_request_workers=8),
-    MPM.WORKER: dict(start_servers=1, threads_per_child=4, min_spare_threads=2,
-                     max_spare_threads=8, max_request_workers=16, server_limit=4),
+    MPM.PREFORK: {"start_servers": 2, "min_spare_servers": 1, "max_spare_servers": 4,
+                      "max_request_workers": 8},
+    MPM.WORKER: {"start_servers": 1, "threads_per_child": 4, "min_spare_threads": 2,
+                     "max_spare_threads": 8, "max_request_workers": 16, "server_limit": 4},
 }
 
 

@@ -51,7 +51,8 @@ def test_every_directive_is_a_flag(d: object) -> None:
 def test_help_names_every_directive_and_its_default() -> None:
     text = build_parser().format_help()
     for d in DIRECTIVES:
-        assert d.flag in text and d.name in text
+        assert d.flag in text
+        assert d.name in text
     assert "StartServers: child processes created at startup [default: prefork 5, worker 3]" \
         in " ".join(text.split())
 
@@ -132,7 +133,7 @@ def curl() -> Iterator[str]:
     path = shutil.which("curl")
     if path is None:
         pytest.skip("curl is not installed")
-    yield path
+    return path
 
 
 @pytest.mark.parametrize("mpm", ["prefork", "worker"])

@@ -5,24 +5,22 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 import httpx
 import pytest
 
 from asyncmpm import MPM, Server
-from asyncmpm.supervisor.scoreboard import SlotState
+from asyncmpm.supervisor.scoreboard import ScoreboardSnapshot, SlotState
 from tests.conftest import base_url, serving
 
 pytestmark = pytest.mark.anyio
 
 
-async def wait_for(predicate: object, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll a condition on the scoreboard (changes arrive once per maintenance tick)."""
-    assert callable(predicate)
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.05)
+async def wait_for(server: Server, predicate: Callable[[ScoreboardSnapshot], bool],
+                   timeout: float = 15.0) -> None:
+    await server.wait_status(predicate, timeout)
 
 
 def pids(server: Server) -> set[int]:
@@ -42,7 +40,7 @@ async def test_dying_child_gives_502_and_is_replaced(mpm: MPM, route: str) -> No
         # Other requests are unaffected and the policy refills the slot.
         for _ in range(5):
             assert (await c.get("/hello")).status_code == 200
-        await wait_for(lambda: len(pids(server)) >= len(before))
+        await wait_for(server, lambda s: s.process_count >= len(before))
         assert server.supervisor.crashes == 1
 
 
@@ -55,9 +53,8 @@ async def test_sigkill_during_request_gives_502() -> None:
                 result.append((await c.get("/whoami?sleep=5")).status_code)
 
             tg.start_soon(slow)
-            await wait_for(lambda: any(
-                t.state is SlotState.BUSY_WRITE
-                for p in server.status().processes for t in p.threads))
+            await wait_for(server, lambda s: any(
+                t.state is SlotState.BUSY_WRITE for p in s.processes for t in p.threads))
             busy_pid = next(p.pid for p in server.status().processes
                             if p.threads[0].state is SlotState.BUSY_WRITE)
             os.kill(busy_pid, signal.SIGKILL)
@@ -76,17 +73,16 @@ async def test_hung_request_gets_504_and_child_is_replaced(mpm: MPM) -> None:
         hung_children = server.supervisor.timeouts
         assert hung_children == 1
         # The hung child is killed (worker: once its other threads are done).
-        await wait_for(lambda: all(
+        await wait_for(server, lambda _: all(
             not c.doomed for c in server.supervisor.children.values()))
         assert (await c.get("/hello")).status_code == 200
 
 
 async def test_exception_mid_stream_aborts_only_that_response() -> None:
-    async with serving() as server:
-        async with httpx.AsyncClient(base_url=base_url(server)) as c:
-            with pytest.raises(httpx.RemoteProtocolError):
-                await c.get("/raise-mid-stream")
-            assert (await c.get("/hello")).status_code == 200
+    async with serving() as server, httpx.AsyncClient(base_url=base_url(server)) as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.get("/raise-mid-stream")
+        assert (await c.get("/hello")).status_code == 200
 
 
 async def test_requests_queue_in_front_when_every_slot_is_busy() -> None:

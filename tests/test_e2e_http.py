@@ -111,7 +111,7 @@ async def test_expect_100_continue() -> None:
                 final = interim[25:]
                 while b"\r\n\r\n" not in final or not final.rstrip().endswith(b"24"):
                     final += await stream.receive()
-                    if b" 5 " in final or final.count(b"\r\n\r\n") and b"5 2cf24" in final:
+                    if b" 5 " in final or (final.count(b"\r\n\r\n") and b"5 2cf24" in final):
                         break
             assert b"HTTP/1.1 200 OK" in final
             assert b"5 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" in final

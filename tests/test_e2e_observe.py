@@ -20,22 +20,19 @@ AUTO_KEYS = ["ServerMPM", "ServerUptimeSeconds", "Total Accesses", "Total kBytes
 
 
 async def test_status_auto_answers_while_every_slot_is_busy(mpm: MPM) -> None:
-    directives = (dict(start_servers=2, max_request_workers=2, min_spare_servers=1,
-                       max_spare_servers=2) if mpm is MPM.PREFORK else
-                  dict(start_servers=1, threads_per_child=2, max_request_workers=2,
-                       server_limit=1, min_spare_threads=1, max_spare_threads=4))
+    directives = ({"start_servers": 2, "max_request_workers": 2, "min_spare_servers": 1,
+                       "max_spare_servers": 2} if mpm is MPM.PREFORK else
+                  {"start_servers": 1, "threads_per_child": 2, "max_request_workers": 2,
+                       "server_limit": 1, "min_spare_threads": 1, "max_spare_threads": 4})
     async with serving(mpm=mpm, status_path="/server-status", **directives) as server, \
             httpx.AsyncClient(base_url=base_url(server), timeout=30) as c:
         assert (await c.get("/hello")).status_code == 200
         async with anyio.create_task_group() as tg:
             for _ in range(3):  # two hold both slots, one waits in the queue
                 tg.start_soon(c.get, "/whoami?sleep=1.5")
-            with anyio.fail_after(10):
-                # Busy slots, and a whole second of uptime (ReqPerSec needs uptime > 0).
-                while server.status().busy_workers < 2 or (
-                    server.status().taken_at - server.status().restart_time < 1.05
-                ):
-                    await anyio.sleep(0.02)
+            snap = await server.wait_status(lambda s: s.busy_workers >= 2, timeout=10)
+            # ReqPerSec needs a whole second of uptime: let the clock get there.
+            await anyio.sleep(max(0.0, 1.05 - (snap.taken_at - snap.restart_time)))
             with anyio.fail_after(1):  # answered by the front loop, not a slot
                 r = await c.get("/server-status?auto")
         assert r.status_code == 200

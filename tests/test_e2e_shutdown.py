@@ -16,10 +16,10 @@ pytestmark = pytest.mark.anyio
 
 
 async def wait_busy(server: Server) -> None:
-    with anyio.fail_after(10):
-        while not any(t.state is SlotState.BUSY_WRITE
-                      for p in server.status().processes for t in p.threads):
-            await anyio.sleep(0.02)
+    await server.wait_status(
+        lambda s: any(t.state is SlotState.BUSY_WRITE for p in s.processes for t in p.threads),
+        timeout=10,
+    )
 
 
 async def test_stop_lets_in_flight_requests_finish(mpm: MPM) -> None:
@@ -45,7 +45,7 @@ async def test_stop_lets_in_flight_requests_finish(mpm: MPM) -> None:
     assert time.monotonic() - t0 >= 0.5
     assert [r.status_code for r in results] == [200]
     assert results[0].headers["connection"] == "close"
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="onnect"):
         await anyio.connect_tcp(*server.addresses[0])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,7 +22,7 @@ def test_frames_survive_any_split(frames: list[tuple[FrameType, bytes]], cuts: l
     points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
     decoder = FrameDecoder()
     got: list[tuple[int, bytes]] = []
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         got += decoder.feed(wire[a:b])
     assert got == [(int(k), p) for k, p in frames]
     assert decoder.pending == 0

@@ -195,12 +195,12 @@ def describe_directives() -> str:
     for d in DIRECTIVES:
         def show(value: object) -> str:
             if value is None:
-                return "–"
+                return "-"
             if isinstance(value, bool):
                 return "On" if value else "Off"
             return f"{value:g}" if isinstance(value, float) else str(value)
 
-        prefork = show(d.prefork) if d.scope != "worker" else "–"
-        worker = show(d.worker) if d.scope != "prefork" else "–"
+        prefork = show(d.prefork) if d.scope != "worker" else "-"
+        worker = show(d.worker) if d.scope != "prefork" else "-"
         rows.append(f"| `{d.name}` | `{d.flag}` | {prefork} | {worker} | {d.help} |")
     return "\n".join(rows) + "\n"

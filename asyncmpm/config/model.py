@@ -65,7 +65,9 @@ class RequestReadTimeout:
             stage, sep, rest = part.partition("=")
             stage = stage.lower()
             if not sep or stage not in ("header", "body"):
-                raise ConfigError("RequestReadTimeout", f"expected header=... or body=..., not {part!r}")
+                raise ConfigError(
+                    "RequestReadTimeout", f"expected header=... or body=..., not {part!r}"
+                )
             timeout_text, _, rate_text = rest.partition(",")
             try:
                 low, _, high = timeout_text.partition("-")

@@ -93,6 +93,7 @@ class FrontContext:
         ws.client = conn.remote_addr
         ws.vhost = f"{self.config.server_name or conn.local_addr}:{conn.local_port}"
         ws.protocol = f"HTTP/{request.http_version}"
+        self.scoreboard.changed()
         return ws
 
     def slot_finished(
@@ -119,6 +120,7 @@ class FrontContext:
         sb.total_duration += duration
         self.busy -= 1
         self.supervisor.slot_done(slot, reusable=reusable)
+        sb.changed()
 
     def log_access(
         self,

@@ -80,6 +80,18 @@ class Server:
         self.scoreboard.queued_requests = self.dispatcher.queued
         return self.scoreboard.snapshot()
 
+    async def wait_status(
+        self, predicate: Callable[[ScoreboardSnapshot], bool], timeout: float | None = None
+    ) -> ScoreboardSnapshot:
+        """Wait until the scoreboard satisfies ``predicate``; raises TimeoutError after
+        ``timeout`` seconds. For embedding programs and tests: no polling needed."""
+        with anyio.fail_after(timeout):
+            while True:
+                snapshot = self.status()
+                if predicate(snapshot):
+                    return snapshot
+                await self.scoreboard.wait_changed()
+
     async def __aenter__(self) -> Server:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -105,7 +117,9 @@ class Server:
 
     # ------------------------------------------------------------------ serving
     async def serve(
-        self, *, task_status: anyio.abc.TaskStatus[list[tuple[str, int]]] = anyio.TASK_STATUS_IGNORED
+        self,
+        *,
+        task_status: anyio.abc.TaskStatus[list[tuple[str, int]]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until :meth:`stop`; ``task_status.started`` gets the bound addresses."""
         try:
@@ -207,7 +221,8 @@ class Server:
 
     async def _drain(self, listeners: list[anyio.abc.SocketListener]) -> None:
         """Graceful stop: no new connections, idle ones closed, in-flight ones finish."""
-        assert self._ctx is not None and self._drained is not None
+        assert self._ctx is not None
+        assert self._drained is not None
         self._ctx.stopping = True
         for listener in listeners:
             await listener.aclose()

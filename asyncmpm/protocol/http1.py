@@ -24,9 +24,9 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from typing import Any
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Any
 
 import httptools
 
@@ -588,7 +588,7 @@ def _check_chunk_ext(ext: bytes) -> None:
             value = value.strip(b" \t")
             if value.startswith(b'"'):
                 if len(value) < 2 or not value.endswith(b'"') or any(
-                    c < 0x20 and c != 9 or c == 0x7F for c in value
+                    (c < 0x20 and c != 9) or c == 0x7F for c in value
                 ):
                     raise _Refuse(400, "invalid chunk extension value")
             elif not value or not set(value) <= _TOKEN_CHARS:

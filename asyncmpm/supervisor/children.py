@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Child", "ZygoteClient", "describe_exit"]
 
+# The zygote is a fresh interpreter: it must find this package even when it is not installed.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
 
 @dataclass(eq=False)
 class Child:
@@ -70,8 +73,7 @@ class ZygoteClient:
         """Start the zygote and wait until it has imported the app (or failed to)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])
-        paths = [package_root, *(p for p in sys.path if p)]
+        paths = [_PACKAGE_ROOT, *(p for p in sys.path if p)]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         try:
             self.process = await anyio.open_process(

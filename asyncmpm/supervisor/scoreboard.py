@@ -11,6 +11,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+import anyio
+
 __all__ = [
     "ProcessScore",
     "ProcessSnapshot",
@@ -183,6 +185,18 @@ class Scoreboard:
     total_bytes: int = 0
     total_duration: float = 0.0
     queued_requests: int = 0
+    _watch: anyio.Event | None = None
+
+    def changed(self) -> None:
+        """Wake whoever waits for a change (costs one attribute test when nobody does)."""
+        if self._watch is not None:
+            self._watch.set()
+            self._watch = None
+
+    async def wait_changed(self) -> None:
+        if self._watch is None:
+            self._watch = anyio.Event()
+        await self._watch.wait()
 
     def __post_init__(self) -> None:
         if not self.processes:

@@ -220,6 +220,7 @@ class Supervisor:
         ws.tid = int(tid_text or 0)
         ws.last_used = time.time()
         child.ready += 1
+        self.scoreboard.changed()
         if child.ready == 1:
             child.ready_at = time.monotonic()
             self.spawn_to_ready.append(child.ready_at - child.spawned_at)
@@ -268,6 +269,7 @@ class Supervisor:
                 ws.state = SlotState.DEAD
                 ws.my_access_count = ws.my_bytes_served = 0
                 ws.request = ws.client = ""
+        self.scoreboard.changed()
         for slot in child.slots:
             await slot.aclose()
         cause = describe_exit(code)
@@ -315,6 +317,7 @@ class Supervisor:
             if slot.busy:
                 ws = self.scoreboard.processes[child.index].threads[slot.thread]
                 ws.state = SlotState.GRACEFUL
+        self.scoreboard.changed()
 
     async def _stop_slot(self, slot: SlotHandle) -> None:
         if slot.closed:

@@ -84,17 +84,20 @@ def test_policy_invariants(case: tuple[ScoreboardSnapshot, MPMLimits, PolicyMemo
     actions, new = maintain(snap, limits, memo)
     spawns = [a for a in actions if isinstance(a, Spawn)]
     retires = [a for a in actions if isinstance(a, Retire)]
-    assert len(spawns) <= 1 and len(retires) <= 1
+    assert len(spawns) <= 1
+    assert len(retires) <= 1
     assert not (spawns and retires)
     for spawn in spawns:
         assert 0 < len(spawn.slots) <= memo.spawn_rate <= MAX_SPAWN_RATE
         for i in spawn.slots:
             assert i < limits.process_limit  # never beyond MaxRequestWorkers / process limit
             proc = snap.processes[i]
-            assert proc.pid == 0 and all(t.state is SlotState.DEAD for t in proc.threads)
+            assert proc.pid == 0
+            assert all(t.state is SlotState.DEAD for t in proc.threads)
         # The rate doubles only after a tick that spawned (hold_off postpones it).
         if memo.hold_off:
-            assert new.spawn_rate == memo.spawn_rate and new.hold_off == memo.hold_off - 1
+            assert new.spawn_rate == memo.spawn_rate
+            assert new.hold_off == memo.hold_off - 1
         else:
             assert new.spawn_rate == min(memo.spawn_rate * 2, MAX_SPAWN_RATE)
     if not spawns:
@@ -102,7 +105,9 @@ def test_policy_invariants(case: tuple[ScoreboardSnapshot, MPMLimits, PolicyMemo
     for retire in retires:
         proc = snap.processes[retire.slot]
         # Only a live, current, non-quiescing child with no busy thread is retired.
-        assert proc.pid and not proc.quiescing and proc.generation == snap.generation
+        assert proc.pid
+        assert not proc.quiescing
+        assert proc.generation == snap.generation
         assert all(t.state is SlotState.READY for t in proc.threads)
 
 
@@ -161,7 +166,7 @@ class Sim:
 
     def busy_first(self) -> None:
         # Requests occupy the lowest slots, so idle children are the highest-numbered ones.
-        self.alive = set(sorted(self.alive))
+        self.alive = set(self.alive)
 
 
 def test_prefork_defaults_load_step_0_50_0() -> None:
@@ -174,7 +179,8 @@ def test_prefork_defaults_load_step_0_50_0() -> None:
     assert [sim.tick() for _ in range(10)] == [67, 66, 65, 64, 63, 62, 61, 60, 60, 60]
     sim.load = 0
     counts = [sim.tick() for _ in range(52)]
-    assert counts[:3] == [59, 58, 57] and counts[49:] == [10, 10, 10]
+    assert counts[:3] == [59, 58, 57]
+    assert counts[49:] == [10, 10, 10]
 
 
 def test_worker_defaults_load_step_0_50_0() -> None:
