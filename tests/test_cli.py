@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -129,7 +128,7 @@ def start(*args: str) -> tuple[subprocess.Popen[str], int, list[str]]:
 
 
 @pytest.fixture
-def curl() -> Iterator[str]:
+def curl() -> str:
     path = shutil.which("curl")
     if path is None:
         pytest.skip("curl is not installed")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 import pytest
 
 from asyncmpm import RequestReadTimeout
-from tests.conftest import serving
+from tests.conftest import APPS, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -60,9 +61,9 @@ def status_of(reply: bytes) -> int:
          "no-host", "two-hosts", "cl-and-te", "version", "garbage"],
 )
 async def test_limits_and_malformed_requests(
-    directives: dict[str, int], request_bytes: bytes, status: int
+    directives: dict[str, Any], request_bytes: bytes, status: int
 ) -> None:
-    async with serving(**directives) as server:
+    async with serving(APPS, **directives) as server:
         reply, _ = await exchange(server, request_bytes)
         assert status_of(reply) == status
         assert b"Connection: close" in reply

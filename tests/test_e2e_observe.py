@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -20,10 +21,13 @@ AUTO_KEYS = ["ServerMPM", "ServerUptimeSeconds", "Total Accesses", "Total kBytes
 
 
 async def test_status_auto_answers_while_every_slot_is_busy(mpm: MPM) -> None:
-    directives = ({"start_servers": 2, "max_request_workers": 2, "min_spare_servers": 1,
-                       "max_spare_servers": 2} if mpm is MPM.PREFORK else
-                  {"start_servers": 1, "threads_per_child": 2, "max_request_workers": 2,
-                       "server_limit": 1, "min_spare_threads": 1, "max_spare_threads": 4})
+    directives: dict[str, Any] = (
+        {"start_servers": 2, "max_request_workers": 2, "min_spare_servers": 1,
+         "max_spare_servers": 2}
+        if mpm is MPM.PREFORK
+        else {"start_servers": 1, "threads_per_child": 2, "max_request_workers": 2,
+              "server_limit": 1, "min_spare_threads": 1, "max_spare_threads": 4}
+    )
     async with serving(mpm=mpm, status_path="/server-status", **directives) as server, \
             httpx.AsyncClient(base_url=base_url(server), timeout=30) as c:
         assert (await c.get("/hello")).status_code == 200

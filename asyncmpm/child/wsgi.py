@@ -161,7 +161,7 @@ class WSGIInput:
         return data
 
     def readlines(self, hint: int = -1) -> list[bytes]:
-        lines = []
+        lines: list[bytes] = []
         total = 0
         while True:
             line = self.readline()
@@ -355,8 +355,8 @@ class SlotServer:
         try:
             result = self.app(environ, response.start_response)
             if isinstance(result, list | tuple):
-                out = [response.data_bytes(chunk) for chunk in result]
-                channel.send(b"".join([response.head_bytes(), *out]))
+                frames = [response.data_bytes(chunk) for chunk in result]
+                channel.send(b"".join([response.head_bytes(), *frames]))
             else:
                 first = True
                 for chunk in result:

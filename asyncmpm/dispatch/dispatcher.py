@@ -49,10 +49,10 @@ class Dispatcher:
 
     async def acquire(self, timeout: float) -> SlotHandle:
         while self._idle and not self._queued:
-            slot = self._idle.pop()
-            if slot.peer_alive():
-                slot.busy = True
-                return slot
+            idle = self._idle.pop()
+            if idle.peer_alive():
+                idle.busy = True
+                return idle
         if self._queued >= self.max_queued:
             raise QueueFull
         waiter = _Waiter()

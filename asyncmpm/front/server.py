@@ -181,8 +181,9 @@ class Server:
                 for listener in multi.listeners:
                     assert isinstance(listener, anyio.abc.SocketListener)
                     listeners.append(listener)
-                    host, port = listener.extra(anyio.abc.SocketAttribute.local_address)[:2]
-                    self.addresses.append((str(host), int(port)))
+                    bound = listener.extra(anyio.abc.SocketAttribute.local_address)
+                    assert isinstance(bound, tuple)
+                    self.addresses.append((str(bound[0]), int(bound[1])))
         except BaseException:
             for listener in listeners:
                 await listener.aclose()

@@ -63,7 +63,7 @@ def cases(draw: Any) -> tuple[ScoreboardSnapshot, MPMLimits, PolicyMemo]:
                         min_spare_threads=draw(st.integers(0, 20)),
                         max_spare_threads=draw(st.integers(0, 40)))
     limits, _ = config.limits()
-    procs = []
+    procs: list[tuple[int, int, bool, list[SlotState]]] = []
     for _ in range(draw(st.integers(0, limits.server_limit))):
         alive = draw(st.booleans())
         states = draw(st.lists(st.sampled_from(STATES), min_size=limits.threads_per_child,
