@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import selectors
@@ -88,6 +89,10 @@ class Zygote:
                 return 1
         elif settings["chdir"]:
             os.chdir(settings["chdir"])
+        # Move everything imported so far out of the collector's reach: a child's collections
+        # then never write to (and so never copy) the pages it shares with the zygote.
+        gc.collect()
+        gc.freeze()
         self.send({"op": "ready"})
 
         wake_r, wake_w = os.pipe()
