@@ -22,8 +22,10 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         ("Child processes", processes),
         ("Request", f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI', '/')}"),
     ]
+    # Values are padded to fixed widths so every response has the same length: load tools
+    # such as ab count a changed length as a failed request.
     table = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v[:40]):<40}</td></tr>" for k, v in rows
     )
     body = (
         "<!DOCTYPE html><html><head><title>asyncmpm</title></head><body>"

@@ -161,7 +161,7 @@ class Server:
                 with anyio.CancelScope(shield=True):
                     await self.supervisor.stop_children()
                 tg.cancel_scope.cancel()
-            self.log.info("AH00169: caught SIGTERM, shutting down")
+            self.log.info("shutdown complete: every child has exited")
         finally:
             with anyio.CancelScope(shield=True):
                 for listener in listeners:
