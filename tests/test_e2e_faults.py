@@ -143,3 +143,26 @@ async def test_max_connections_per_child_recycles_without_failures(mpm: MPM) -> 
         # Each child served at most 5 (prefork) / 5 + in-flight (worker) requests.
         assert len(seen) >= (60 // 5 if mpm is MPM.PREFORK else 60 // (5 + 4))
         assert server.supervisor.retirements >= len(seen) - len(pids(server))
+
+
+async def test_worker_hang_lets_sibling_threads_finish() -> None:
+    # One worker child with two threads: one request hangs, the other finishes normally,
+    # then the child is killed and replaced.
+    async with serving(mpm=MPM.WORKER, timeout=1.5, start_servers=1, threads_per_child=2,
+                       min_spare_threads=1, max_spare_threads=4, max_request_workers=4,
+                       server_limit=2) as server, httpx.AsyncClient(
+        base_url=base_url(server), timeout=20
+    ) as c:
+        first_pid = next(p.pid for p in server.status().processes if p.pid)
+        results: dict[str, int] = {}
+
+        async def get(name: str, path: str) -> None:
+            results[name] = (await c.get(path)).status_code
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, "hang", "/hang")
+            tg.start_soon(get, "sibling", "/whoami?sleep=1")
+        assert results == {"hang": 504, "sibling": 200}
+        await wait_for(server, lambda s: first_pid not in {p.pid for p in s.processes}
+                       and s.idle_workers > 0)
+        assert (await c.get("/hello")).status_code == 200

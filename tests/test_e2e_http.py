@@ -147,3 +147,30 @@ async def test_large_upload_and_download_stream(mpm: MPM) -> None:
             async for chunk in resp.aiter_bytes():
                 total += len(chunk)
         assert total == size
+
+
+async def test_environ_addresses_and_root_path() -> None:
+    async with serving(root_path="/app") as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        env = (await c.get("/app/environ/x%20y?q=1", headers={"X-Custom": "v"})).json()
+        host, port = server.addresses[0]
+        assert env["SCRIPT_NAME"] == "/app"
+        assert env["PATH_INFO"] == "/environ/x y"
+        assert env["RAW_URI"] == "/app/environ/x%20y?q=1"
+        assert env["QUERY_STRING"] == "q=1"
+        assert env["REMOTE_ADDR"] == "127.0.0.1"
+        assert int(env["REMOTE_PORT"]) > 0
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (host, str(port))
+        assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+        assert env["HTTP_X_CUSTOM"] == "v"
+        assert env["wsgi.url_scheme"] == "http"
+
+
+async def test_header_with_underscore_is_dropped_like_httpd() -> None:
+    async with serving() as server:
+        reply = await raw_exchange(server, b"GET /environ HTTP/1.1\r\nHost: t\r\nX_Forged: 1\r\n"
+                                   b"X-Real: 2\r\nConnection: close\r\n\r\n")
+        env = json.loads(reply.partition(b"\r\n\r\n")[2])
+        assert env["HTTP_X_REAL"] == "2"
+        assert "HTTP_X_FORGED" not in env
