@@ -7,9 +7,9 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
 
 from asyncmpm.ipc.frames import FrameDecoder
+from asyncmpm.streams import ByteStream
 
 if TYPE_CHECKING:
     from asyncmpm.supervisor.children import Child
@@ -35,7 +35,7 @@ class SlotHandle:
         "_decoder", "_fd", "_frames", "busy", "child", "closed", "index", "stream", "thread",
     )
 
-    def __init__(self, child: Child, thread: int, stream: anyio.abc.SocketStream) -> None:
+    def __init__(self, child: Child, thread: int, stream: ByteStream, fd: int) -> None:
         self.child = child
         self.thread = thread
         self.index = child.index * child.threads + thread  # flat scoreboard position
@@ -44,7 +44,7 @@ class SlotHandle:
         self._frames: deque[tuple[int, bytes]] = deque()
         self.busy = False
         self.closed = False
-        self._fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+        self._fd = fd
 
     def peer_alive(self) -> bool:
         """Cheap check that the child end is still open (a dead child hangs up at once, before
@@ -63,7 +63,7 @@ class SlotHandle:
         try:
             with anyio.CancelScope(shield=True):
                 await self.stream.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self.closed = True
             raise SlotClosed(str(exc)) from exc
 
@@ -72,10 +72,12 @@ class SlotHandle:
         while not frames:
             try:
                 data = await self.stream.receive(_RECV)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
-                    OSError) as exc:
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 self.closed = True
                 raise SlotClosed("the child closed its channel") from exc
+            if not data:
+                self.closed = True
+                raise SlotClosed("the child closed its channel")
             frames.extend(self._decoder.feed(data))
         return frames.popleft()
 
@@ -85,8 +87,7 @@ class SlotHandle:
 
     async def aclose(self) -> None:
         self.closed = True
-        with anyio.CancelScope(shield=True):
-            await self.stream.aclose()
+        await self.stream.aclose()
 
     def __repr__(self) -> str:
         return f"<slot {self.child.index}.{self.thread} pid={self.child.pid}>"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
 
 from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
@@ -30,6 +29,7 @@ from asyncmpm.protocol.events import (
     Request,
 )
 from asyncmpm.protocol.http1 import HTTP1Connection
+from asyncmpm.streams import ByteStream
 
 if TYPE_CHECKING:
     from asyncmpm.front.context import FrontContext
@@ -60,7 +60,8 @@ class _Exchange:
 
 
 class Connection:
-    def __init__(self, stream: anyio.abc.SocketStream, ctx: FrontContext) -> None:
+    def __init__(self, stream: ByteStream, ctx: FrontContext, remote: tuple[str, int],
+                 local: tuple[str, int]) -> None:
         self.stream = stream
         self.ctx = ctx
         self.proto = HTTP1Connection(ctx.http1_limits)
@@ -69,8 +70,6 @@ class Connection:
         self.served = 0
         self.idle = True
         self.idle_scope: anyio.CancelScope | None = None
-        remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
-        local = stream.extra(anyio.abc.SocketAttribute.local_address)
         self.remote_addr = str(remote[0]) if isinstance(remote, tuple) else "127.0.0.1"
         self.remote_port = str(remote[1]) if isinstance(remote, tuple) else "0"
         self.local_addr = str(local[0]) if isinstance(local, tuple) else "127.0.0.1"
@@ -99,8 +98,7 @@ class Connection:
                 ConnectionError):
             return
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.stream.aclose()
+            await self.stream.aclose()
 
     def close_if_idle(self) -> None:
         """Server stopping: end an idle keep-alive wait now."""
@@ -111,7 +109,7 @@ class Connection:
         """Read once from the client and feed the protocol."""
         try:
             data = await self.stream.receive(_RECV)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             data = b""
         if not data:
             self.eof = True

@@ -26,6 +26,7 @@ from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.errors import AsyncMPMError
 from asyncmpm.front.connection import Connection
 from asyncmpm.front.context import VERSION, FrontContext
+from asyncmpm.streams import ByteStream, accept
 from asyncmpm.supervisor.scoreboard import Scoreboard, ScoreboardSnapshot
 from asyncmpm.supervisor.supervisor import Supervisor
 
@@ -68,6 +69,7 @@ class Server:
         self._connections: set[Connection] = set()
         self._drained: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._accept_scope: anyio.CancelScope | None = None
 
     # ------------------------------------------------------------------ public API
     def stop(self) -> None:
@@ -134,6 +136,7 @@ class Server:
         config = self.config
         self._stop = anyio.Event()
         self._drained = anyio.Event()
+        self._accept_scope = anyio.CancelScope()
         for warning in self.warnings:
             self.log.warning(warning)
         listeners = await self._bind()
@@ -193,9 +196,16 @@ class Server:
     async def _accept_loop(
         self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
     ) -> None:
+        assert self._accept_scope is not None
+        with self._accept_scope:
+            await self._accept_forever(listener, tg)
+
+    async def _accept_forever(
+        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
+    ) -> None:
         while True:
             try:
-                stream = await listener.accept()
+                stream, remote, local = await accept(listener)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
             except OSError as exc:
@@ -207,11 +217,12 @@ class Server:
                     continue
                 self.log.warning("accept failed", error=str(exc))
                 continue
-            tg.start_soon(self._handle, stream)
+            tg.start_soon(self._handle, stream, remote, local)
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, stream: ByteStream, remote: tuple[str, int],
+                      local: tuple[str, int]) -> None:
         assert self._ctx is not None
-        conn = Connection(stream, self._ctx)
+        conn = Connection(stream, self._ctx, remote, local)
         self._connections.add(conn)
         try:
             await conn.run()
@@ -225,6 +236,8 @@ class Server:
         assert self._ctx is not None
         assert self._drained is not None
         self._ctx.stopping = True
+        assert self._accept_scope is not None
+        self._accept_scope.cancel()  # stop accepting before the sockets close under it
         for listener in listeners:
             await listener.aclose()
         for conn in list(self._connections):

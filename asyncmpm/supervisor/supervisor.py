@@ -27,6 +27,7 @@ from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
 from asyncmpm.errors import ChildBootError
 from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
 from asyncmpm.supervisor.children import Child, ZygoteClient, describe_exit
 from asyncmpm.supervisor.policy import PolicyMemo, maintain, startup
@@ -174,9 +175,8 @@ class Supervisor:
                 ours.append(a)
                 theirs.append(b)
             for thread, sock in enumerate(ours):
-                sock.setblocking(False)
-                stream = await anyio.abc.UNIXSocketStream.from_socket(sock)
-                child.slots.append(SlotHandle(child, thread, stream))
+                fd = sock.fileno()
+                child.slots.append(SlotHandle(child, thread, await wrap_socket(sock), fd))
             await self.zygote.spawn(index, self.generation, [s.fileno() for s in theirs])
             with anyio.fail_after(self.config.child_boot_timeout):
                 await child.forked.wait()  # like fork(): the pid is known when we return
