@@ -174,3 +174,36 @@ async def test_header_with_underscore_is_dropped_like_httpd() -> None:
         env = json.loads(reply.partition(b"\r\n\r\n")[2])
         assert env["HTTP_X_REAL"] == "2"
         assert "HTTP_X_FORGED" not in env
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/write", b"written and returned\n"), ("/exc-info", b"replaced by exc_info\n")],
+)
+async def test_write_callable_and_exc_info(path: str, body: bytes) -> None:
+    async with serving() as server, httpx.AsyncClient(base_url=base_url(server)) as c:
+        r = await c.get(path)
+        assert r.content == body
+        assert r.status_code == (500 if path == "/exc-info" else 200)
+
+
+async def test_iterable_close_is_called_and_file_wrapper_streams(tmp_path: Any) -> None:
+    marker = tmp_path / "closed"
+    async with serving() as server, httpx.AsyncClient(base_url=base_url(server)) as c:
+        r = await c.get(f"/closing?marker={marker}")
+        assert r.text == "closing body\n"
+        with anyio.fail_after(5):
+            # Written by the child just after the response: another process, no event to await.
+            while not marker.exists():  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert marker.read_text() == "closed\n"
+        r = await c.get("/file")
+        assert r.status_code == 200
+        assert r.text.startswith('"""WSGI applications the end-to-end tests serve')
+
+
+async def test_no_preload_imports_the_app_in_each_child(mpm: MPM) -> None:
+    async with serving(mpm=mpm, preload=False) as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        assert (await c.get("/hello")).text == "Hello, world!\n"
