@@ -51,19 +51,25 @@ async def test_idle_burst_idle(mpm: MPM) -> None:
         assert server.supervisor.retirements >= 1
 
 
+async def concurrent_whoami(client: httpx.AsyncClient, n: int) -> list[dict[str, Any]]:
+    """``n`` overlapping requests that each hold a slot for 0.5 s; who served each."""
+    results: list[dict[str, Any]] = []
+
+    async def one() -> None:
+        results.append((await client.get("/whoami?sleep=0.5")).json())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(one)
+    return results
+
+
 async def test_prefork_serves_one_request_per_process() -> None:
     async with serving(start_servers=4, min_spare_servers=1, max_spare_servers=8,
                        max_request_workers=8) as server, httpx.AsyncClient(
         base_url=base_url(server), timeout=30
     ) as c:
-        results: list[dict[str, Any]] = []
-
-        async def one() -> None:
-            results.append((await c.get("/whoami?sleep=0.5")).json())
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(4):
-                tg.start_soon(one)
+        results = await concurrent_whoami(c, 4)
         assert len({r["pid"] for r in results}) == 4
         assert not any(r["multithread"] for r in results)
 
@@ -74,14 +80,7 @@ async def test_worker_serves_concurrent_requests_on_threads_of_one_child() -> No
                        server_limit=2) as server, httpx.AsyncClient(
         base_url=base_url(server), timeout=30
     ) as c:
-        results: list[dict[str, Any]] = []
-
-        async def one() -> None:
-            results.append((await c.get("/whoami?sleep=0.5")).json())
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(4):
-                tg.start_soon(one)
+        results = await concurrent_whoami(c, 4)
         assert len({r["pid"] for r in results}) == 1
         assert len({r["thread"] for r in results}) == 4
         assert all(r["multithread"] for r in results)
