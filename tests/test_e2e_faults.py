@@ -166,3 +166,19 @@ async def test_worker_hang_lets_sibling_threads_finish() -> None:
         await wait_for(server, lambda s: first_pid not in {p.pid for p in s.processes}
                        and s.idle_workers > 0)
         assert (await c.get("/hello")).status_code == 200
+
+
+async def test_child_crash_during_streaming_upload_gives_502(mpm: MPM) -> None:
+    async with serving(mpm=mpm, min_spare_servers=2) as server:
+        host, port = server.addresses[0]
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(b"POST /crash HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n"
+                              + b"x" * 1000)
+            reply = b""
+            with anyio.fail_after(10):
+                while b"\r\n\r\n" not in reply:
+                    reply += await stream.receive()
+        assert reply.startswith(b"HTTP/1.1 502 ")
+        # The server is still serving.
+        async with httpx.AsyncClient(base_url=base_url(server)) as c:
+            assert (await c.get("/hello")).status_code == 200

@@ -97,6 +97,10 @@ class Connection:
         except (_Closed, anyio.BrokenResourceError, anyio.ClosedResourceError,
                 ConnectionError):
             return
+        except Exception:
+            # A bug must cost this connection only, never the server.
+            self.ctx.log.exception("error while serving a connection", client=self.remote_addr)
+            return
         finally:
             await self.stream.aclose()
 
@@ -207,10 +211,17 @@ class Connection:
                 if exchange.body_done:
                     status, sent_body, reusable = await self._forward(slot, exchange, ws)
                 else:
+                    failure: Exception | None = None
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._pump, slot, exchange)
-                        status, sent_body, reusable = await self._forward(slot, exchange, ws)
+                        try:
+                            status, sent_body, reusable = await self._forward(
+                                slot, exchange, ws)
+                        except (SlotClosed, _Closed) as exc:
+                            failure = exc  # raised here it would reach us as a group
                         tg.cancel_scope.cancel()
+                    if failure is not None:
+                        raise failure
                     if not exchange.body_done and reusable:
                         await slot.send(_BODY_END)  # the child is draining: let it finish
                         exchange.body_done = True
