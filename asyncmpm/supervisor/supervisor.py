@@ -146,7 +146,8 @@ class Supervisor:
         for action in actions:
             if isinstance(action, Spawn):
                 for index in action.slots:
-                    await self.spawn(index)
+                    if not await self.try_spawn(index):
+                        break  # httpd stops at the first failed fork
             elif isinstance(action, Retire):
                 child = self.children.get(action.slot)
                 if child is not None:
@@ -157,6 +158,20 @@ class Supervisor:
                 )
 
     # ------------------------------------------------------------------ spawning
+    async def try_spawn(self, index: int) -> bool:
+        """Spawn, logging a failure instead of raising (out of fds or memory is survivable;
+        a vanished zygote is not)."""
+        try:
+            await self.spawn(index)
+        except (OSError, TimeoutError) as exc:
+            self.log.error("AH00159: fork: Unable to fork new process", slot=index,
+                           error=str(exc))
+            return False
+        except ChildBootError as exc:
+            self.fail(exc)
+            return False
+        return True
+
     async def spawn(self, index: int) -> None:
         tpc = self.limits.threads_per_child
         child = Child(index=index, generation=self.generation, threads=tpc,
@@ -299,7 +314,7 @@ class Supervisor:
             # up to 3 in a row without a quiet tick; prefork waits for maintenance.
             self._signal_respawns += 1
             self.log.info(f"AH10393: respawning child in slot {child.index} killed by a signal")
-            self._spawn_task(self.spawn, child.index)  # not here: we are the zygote reader
+            self._spawn_task(self.try_spawn, child.index)  # not here: we are the zygote reader
 
     # ------------------------------------------------------------------ retiring / killing
     def retire(self, child: Child, why: str) -> None:
