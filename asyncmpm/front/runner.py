@@ -26,15 +26,23 @@ def run_server(server: Server) -> None:
 
 
 async def _serve_until_signalled(server: Server) -> None:
-    async with anyio.create_task_group() as tg:
+    # Handlers are installed before serving starts: a USR1/HUP that arrives while the first
+    # children boot must not hit the default action (terminate).
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGWINCH,
+                                    signal.SIGUSR1, signal.SIGHUP) as signals:
+        async with anyio.create_task_group() as tg:
 
-        async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async def handle_signals() -> None:
                 async for signum in signals:
-                    server.log.info(f"caught {signal.Signals(signum).name}, shutting down "
-                                    "gracefully")
-                    server.stop()
+                    if signum == signal.SIGUSR1:
+                        await server.graceful_restart()
+                    elif signum == signal.SIGHUP:
+                        await server.restart()
+                    else:
+                        server.log.info(f"caught {signal.Signals(signum).name}, shutting "
+                                        "down gracefully")
+                        server.stop()
 
-        tg.start_soon(watch_signals)
-        await server.serve()
-        tg.cancel_scope.cancel()
+            tg.start_soon(handle_signals)
+            await server.serve()
+            tg.cancel_scope.cancel()

@@ -66,6 +66,7 @@ class Server:
         self.log = structlog.get_logger("asyncmpm.server")
         self._ctx: FrontContext | None = None
         self._stop: anyio.Event | None = None
+        self._stop_requested = False
         self._connections: set[Connection] = set()
         self._drained: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -73,9 +74,20 @@ class Server:
 
     # ------------------------------------------------------------------ public API
     def stop(self) -> None:
-        """Begin a graceful stop (safe to call from the event loop's thread)."""
+        """Begin a graceful stop (safe to call from the event loop's thread, even before
+        serving has started: the server then stops as soon as it is up)."""
+        self._stop_requested = True
         if self._stop is not None:
             self._stop.set()
+
+    async def graceful_restart(self) -> bool:
+        """Re-import the app into a new generation of children, losing no request (SIGUSR1).
+        Returns False, with the old generation still serving, if the new code fails."""
+        return await self.supervisor.graceful_restart()
+
+    async def restart(self) -> bool:
+        """httpd's SIGHUP: a new generation at once; old children are terminated."""
+        return await self.supervisor.graceful_restart(hard=True)
 
     def status(self) -> ScoreboardSnapshot:
         """The scoreboard as mod_status sees it."""
@@ -135,6 +147,8 @@ class Server:
     async def _serve(self, task_status: anyio.abc.TaskStatus[list[tuple[str, int]]]) -> None:
         config = self.config
         self._stop = anyio.Event()
+        if self._stop_requested:
+            self._stop.set()
         self._drained = anyio.Event()
         self._accept_scope = anyio.CancelScope()
         for warning in self.warnings:

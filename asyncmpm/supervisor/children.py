@@ -45,6 +45,7 @@ class Child:
     ready: int = 0
     spawned_at: float = 0.0
     ready_at: float = 0.0
+    zygote: ZygoteClient | None = None
     forked: anyio.Event = field(default_factory=anyio.Event)
     exited: anyio.Event = field(default_factory=anyio.Event)
     exit_code: int | None = None

@@ -13,6 +13,7 @@ Generations are carried from the start (generation 0), so graceful restarts can 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import socket
 import time
@@ -30,7 +31,7 @@ from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
 from asyncmpm.supervisor.children import Child, ZygoteClient, describe_exit
-from asyncmpm.supervisor.policy import PolicyMemo, maintain, startup
+from asyncmpm.supervisor.policy import PolicyMemo, after_graceful_restart, maintain, startup
 from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState
 
 __all__ = ["Supervisor"]
@@ -59,8 +60,7 @@ class Supervisor:
         self.generation = 0
         self.reaped_since_tick = False
         self.log = structlog.get_logger("asyncmpm.supervisor")
-        self.zygote = ZygoteClient(
-            {
+        self.settings: dict[str, Any] = {
                 "app": app_spec,
                 "chdir": config.chdir,
                 "preload": config.preload,
@@ -71,7 +71,9 @@ class Supervisor:
                 "proctitle": config.proctitle,
                 "boot_timeout": config.child_boot_timeout,
             }
-        )
+        self.zygote = ZygoteClient(self.settings)
+        self._old_zygotes: set[ZygoteClient] = set()
+        self.restarts = 0
         self.spawns = 0
         self.crashes = 0
         self.retirements = 0
@@ -95,7 +97,7 @@ class Supervisor:
             await self.zygote.start()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._zygote_messages)
+                tg.start_soon(self._zygote_messages, self.zygote)
                 first = startup(self.scoreboard.snapshot(), self.limits, self.limits.start_servers)
                 if first is not None:
                     await self._execute([first])
@@ -109,6 +111,8 @@ class Supervisor:
                 self._raise_fatal()
         finally:
             self._tg = None
+            for old in list(self._old_zygotes):
+                await old.aclose()
             await self.zygote.aclose()
             # Children that exited during the shutdown were not reported to a reader any more:
             # close what is left of their channels here.
@@ -192,6 +196,7 @@ class Supervisor:
             for thread, sock in enumerate(ours):
                 fd = sock.fileno()
                 child.slots.append(SlotHandle(child, thread, await wrap_socket(sock), fd))
+            child.zygote = self.zygote
             await self.zygote.spawn(index, self.generation, [s.fileno() for s in theirs])
             with anyio.fail_after(self.config.child_boot_timeout):
                 await child.forked.wait()  # like fork(): the pid is known when we return
@@ -225,7 +230,11 @@ class Supervisor:
             return
         if kind == FrameType.BOOT_ERROR:
             message = payload.decode("utf-8", "replace")
-            self.fail(ChildBootError(f"child could not load the application:\n{message}"))
+            if child.generation == 0:
+                self.fail(ChildBootError(f"child could not load the application:\n{message}"))
+            else:  # a restart's new code is broken: the previous generation keeps serving
+                self.log.error("child of the new generation could not load the application",
+                               slot=child.index, gen=child.generation, traceback=message)
             return
         if kind != FrameType.READY or child.retiring or child.exit_code is not None:
             return
@@ -247,11 +256,12 @@ class Supervisor:
             await self._stop_slot(slot)
 
     # ------------------------------------------------------------------ zygote events
-    async def _zygote_messages(self) -> None:
+    async def _zygote_messages(self, zygote: ZygoteClient) -> None:
         while True:
-            message = await self.zygote.receive()
+            message = await zygote.receive()
             if message is None:
-                self.fail(ChildBootError("the zygote process exited unexpectedly"))
+                if zygote is self.zygote:
+                    self.fail(ChildBootError("the zygote process exited unexpectedly"))
                 return
             op = message["op"]
             if op == "spawned":
@@ -289,7 +299,7 @@ class Supervisor:
             await slot.aclose()
         cause = describe_exit(code)
         fields = {"pid": pid, "slot": child.index, "gen": child.generation, "served": child.served}
-        if code == APEXIT_CHILDFATAL and child.generation == self.generation:
+        if code == APEXIT_CHILDFATAL and child.generation == self.generation == 0:
             self.log.error(f"AH00166: child pid {pid} exit signal fatal error, shutting down",
                            **fields)
             self.fail(ChildBootError(f"child pid {pid} could not start (exit status 15)"))
@@ -394,12 +404,90 @@ class Supervisor:
             self._spawn_task(self.kill, child, signal.SIGKILL)
 
     async def kill(self, child: Child, sig: int) -> None:
+        zygote = child.zygote if child.zygote is not None else self.zygote
         if child.pid and child.exit_code is None:
-            await self.zygote.kill(child.pid, sig)
+            await zygote.kill(child.pid, sig)
 
     def _spawn_task(self, func: Any, *args: Any) -> None:
         if self._tg is not None:
             self._tg.start_soon(func, *args)
+
+    # ------------------------------------------------------------------ restarts
+    async def graceful_restart(self, *, hard: bool = False) -> bool:
+        """httpd's SIGUSR1, without losing a request: a new zygote re-imports the app, the new
+        generation's children are ready before the old ones stop taking work, and old
+        children finish what they have in flight. Returns False (and keeps the old
+        generation serving) if the new code cannot be loaded.
+
+        ``hard`` is httpd's SIGHUP: old children are terminated at once (their in-flight
+        requests fail) and the scoreboard's totals start again from zero."""
+        if self.stopping or self._tg is None:
+            return False
+        new_gen = self.generation + 1
+        zygote = ZygoteClient(self.settings)
+        try:
+            await zygote.start()
+        except Exception as exc:
+            self.log.error("AH00016: graceful restart failed: the application could not be "
+                           f"loaded; generation {self.generation} keeps serving", error=str(exc))
+            await zygote.aclose()
+            return False
+        old_zygote, old_gen = self.zygote, self.generation
+        self.zygote = zygote
+        self.generation = self.scoreboard.generation = new_gen
+        self._tg.start_soon(self._zygote_messages, zygote)
+        self.memo = after_graceful_restart(self.memo)
+        self.restarts += 1
+        self.log.info("AH00171: Graceful restart requested, doing restart" if not hard else
+                      "AH00170: SIGHUP received.  Attempting to restart", gen=new_gen)
+        first = startup(self.scoreboard.snapshot(), self.limits, self.limits.start_servers)
+        if first is not None:
+            await self._execute([first])
+        try:
+            await self.scoreboard_wait(
+                lambda: any(c.ready and c.generation == new_gen for c in self.children.values()),
+                self.config.child_boot_timeout,
+            )
+        except TimeoutError:
+            self.log.error("graceful restart failed: no child of the new generation became "
+                           f"ready; generation {old_gen} keeps serving")
+            for child in list(self.children.values()):
+                if child.generation == new_gen:
+                    self.retire(child, "failed restart")
+            self.zygote, self.generation = old_zygote, old_gen
+            self.scoreboard.generation = old_gen
+            self._old_zygotes.add(zygote)
+            self._tg.start_soon(self._close_zygote_when_idle, zygote, new_gen)
+            return False
+        for child in list(self.children.values()):
+            if child.generation < new_gen:
+                self.retire(child, "restart" if hard else "graceful restart")
+                if hard:
+                    await self.kill(child, signal.SIGTERM)
+        if hard:
+            sb = self.scoreboard
+            sb.total_accesses = sb.total_bytes = 0
+            sb.total_duration = 0.0
+            sb.restart_time = time.time()
+        self._old_zygotes.add(old_zygote)
+        self._tg.start_soon(self._close_zygote_when_idle, old_zygote, old_gen)
+        return True
+
+    async def scoreboard_wait(self, predicate: Any, timeout: float) -> None:
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await self.scoreboard.wait_changed()
+
+    async def _close_zygote_when_idle(self, zygote: ZygoteClient, generation: int) -> None:
+        """An old generation's zygote goes once the last of its children has exited."""
+        await self.scoreboard_wait(
+            lambda: not any(c.zygote is zygote for c in {*self.children.values(),
+                                                          *self.by_pid.values()}),
+            math.inf,
+        )
+        self._old_zygotes.discard(zygote)
+        await zygote.aclose()
+        self.log.debug("old generation gone", gen=generation)
 
     # ------------------------------------------------------------------ stopping
     async def stop_children(self, timeout: float = 10.0) -> None:
