@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from asyncmpm.config.argv import parse_args
+from asyncmpm import control
+from asyncmpm.config.argv import parse_command
 from asyncmpm.errors import AppLoadError, ChildBootError
 from asyncmpm.front.runner import run_server
 from asyncmpm.front.server import Server
@@ -17,7 +18,14 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    config, command = parse_command(args)  # a bad option exits 2 before any signal is sent
+    if command.configtest:
+        return control.configtest(config.limits()[1])
+    if command.signal_command == "start":
+        return control.start_detached(args, config.pid_file)
+    if command.signal_command is not None:
+        return control.signal_server(command.signal_command, config.pid_file)
     configure_logging(fmt="json" if config.log_format == "json" else "console",
                       level=config.log_level)
     if config.proctitle:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from asyncmpm.config.directives import DIRECTIVES, Directive
 from asyncmpm.config.model import MPM, Backend, Config, ListenAddress, RequestReadTimeout
 from asyncmpm.errors import ConfigError
 
-__all__ = ["build_parser", "describe_directives", "parse_args"]
+__all__ = ["Command", "build_parser", "describe_directives", "parse_args", "parse_command"]
+
+SIGNAL_COMMANDS = ("start", "stop", "restart", "graceful", "graceful-stop")
 
 _LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
 # Config errors about options that are not directives name these flags.
@@ -142,14 +145,36 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LogLevel, with Apache's level names [default: info]")
     ops.add_argument("--no-proctitle", dest="proctitle", action="store_false",
                      help="do not set process titles")
+    ops.add_argument("--pid-file", metavar="PATH",
+                     help="PidFile: written once serving, removed on stop; used by -k")
+    ctl = parser.add_argument_group("control (apachectl)")
+    ctl.add_argument("-k", dest="signal_command", choices=SIGNAL_COMMANDS,
+                     help="start (in the background), stop (TERM), restart (HUP), graceful "
+                     "(USR1) or graceful-stop (WINCH) the server named by --pid-file; the "
+                     "options are validated first")
+    ctl.add_argument("-t", dest="configtest", action="store_true",
+                     help="check the configuration, print 'Syntax OK' and exit")
     from asyncmpm.front.context import VERSION
 
     parser.add_argument("--version", action="version", version=f"asyncmpm {VERSION}")
     return parser
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """What the command line asks for besides serving."""
+
+    signal_command: str | None = None
+    configtest: bool = False
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     """Parse argv into a Config; exits with status 2 and the flag's name on a bad value."""
+    return parse_command(argv)[0]
+
+
+def parse_command(argv: Sequence[str] | None = None) -> tuple[Config, Command]:
+    """Parse argv into a Config and a Command (``-k``, ``-t``)."""
     parser = build_parser()
     ns = parser.parse_args(argv)
     values: dict[str, Any] = {
@@ -167,6 +192,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "log_format": ns.log_format,
         "log_level": ns.log_level,
         "proctitle": ns.proctitle,
+        "pid_file": ns.pid_file,
     }
     if ns.listen:
         values["listen"] = tuple(ns.listen)
@@ -179,7 +205,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         if value is not None:
             values[d.field] = value
     try:
-        return Config(**values)
+        return Config(**values), Command(ns.signal_command, ns.configtest)
     except ConfigError as exc:
         flag = next((d.flag for d in DIRECTIVES if d.name == exc.directive),
                     _EXTRA_FLAGS.get(exc.directive, exc.directive))

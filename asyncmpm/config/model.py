@@ -130,6 +130,7 @@ class Config:
     log_format: str = "console"
     log_level: str = "info"
     proctitle: bool = True
+    pid_file: str | None = None
 
     def __post_init__(self) -> None:
         for d in DIRECTIVES:

@@ -10,8 +10,10 @@ then stop the children.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
+import os
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -171,6 +173,7 @@ class Server:
                         backend=self._ctx.backend,
                         app=self.app_spec or "demo",
                     )
+                    self._write_pid_file()
                     task_status.started(list(self.addresses))
                     await self._stop.wait()
                     await self._drain(listeners)
@@ -180,11 +183,26 @@ class Server:
                 tg.cancel_scope.cancel()
             self.log.info("shutdown complete: every child has exited")
         finally:
+            self._remove_pid_file()
             with anyio.CancelScope(shield=True):
                 for listener in listeners:
                     await listener.aclose()
             if self._ctx is not None and self._ctx.access_log is not None:
                 self._ctx.access_log.close()
+
+    def _write_pid_file(self) -> None:
+        path = self.config.pid_file
+        if path:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, path)  # -k never reads a half-written file
+
+    def _remove_pid_file(self) -> None:
+        path = self.config.pid_file
+        if path:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
     async def _bind(self) -> list[anyio.abc.SocketListener]:
         listeners: list[anyio.abc.SocketListener] = []
