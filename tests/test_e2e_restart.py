@@ -133,3 +133,16 @@ def test_restart_signals_reach_the_cli(tmp_path: Path, sig: signal.Signals) -> N
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+async def test_restart_reopens_the_access_log(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    async with serving(access_log=str(log)) as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        await c.get("/hello")
+        log.rename(tmp_path / "access.log.1")  # what logrotate does
+        assert await server.graceful_restart()
+        await c.get("/hello")
+    assert (tmp_path / "access.log.1").read_text().count("GET /hello") == 1
+    assert log.read_text().count("GET /hello") == 1

@@ -26,6 +26,7 @@ _EXTRA_FLAGS = {
     "RequestReadTimeout": "--request-read-timeout",
     "MaxQueuedRequests": "--max-queued-requests",
     "StatusPath": "--status-path",
+    "MetricsPath": "--metrics-path",
     "RootPath": "--root-path",
     "Listen": "--listen",
 }
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     ops = parser.add_argument_group("status and logs")
     ops.add_argument("--status-path", metavar="PATH",
                      help="serve mod_status at PATH (e.g. /server-status) [default: off]")
+    ops.add_argument("--metrics-path", metavar="PATH",
+                     help="serve Prometheus metrics at PATH (e.g. /metrics), same clients as "
+                     "the status page [default: off]")
     ops.add_argument("--status-allow", action="append", type=_cidr, default=None,
                      metavar="CIDR", help="also allow these clients on the status page "
                      "(repeatable) [default: loopback only]")
@@ -187,6 +191,7 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[Config, Command]:
         "root_path": ns.root_path,
         "server_name": ns.server_name,
         "status_path": ns.status_path,
+        "metrics_path": ns.metrics_path,
         "status_allow": tuple(ns.status_allow or ()),
         "access_log": ns.access_log,
         "log_format": ns.log_format,

@@ -125,6 +125,7 @@ class Config:
     child_boot_timeout: float = 30.0
 
     status_path: str | None = None
+    metrics_path: str | None = None
     status_allow: tuple[str, ...] = ()
     access_log: str | None = None
     log_format: str = "console"
@@ -141,6 +142,8 @@ class Config:
             raise ConfigError("MaxQueuedRequests", "must be at least 0")
         if self.status_path is not None and not self.status_path.startswith("/"):
             raise ConfigError("StatusPath", "must start with '/'")
+        if self.metrics_path is not None and not self.metrics_path.startswith("/"):
+            raise ConfigError("MetricsPath", "must start with '/'")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ConfigError("RootPath", "must start with '/' and not end with '/'")
 

@@ -177,9 +177,14 @@ class Connection:
         ctx = self.ctx
         if ctx.status_path is not None and request.path == ctx.status_path:
             return await self._serve_status(request)
+        if ctx.metrics_path is not None and request.path == ctx.metrics_path:
+            return await self._serve_status(request, metrics=True)
         t0 = time.time()
+        queued = ctx.dispatcher.idle == 0
         try:
             slot = await ctx.dispatcher.acquire(ctx.config.timeout)
+            if queued:
+                ctx.metrics.queue_wait.observe(time.time() - t0)
         except (QueueFull, QueueTimeout):
             await self._send_error(
                 503, "The server is temporarily unable to service your request: every "
@@ -450,9 +455,13 @@ class Connection:
         return bool(self.pending) and isinstance(self.pending[0], Body | EndBody)
 
     # ------------------------------------------------------------------ front-answered
-    async def _serve_status(self, request: Request) -> bool:
+    async def _serve_status(self, request: Request, *, metrics: bool = False) -> bool:
         t0 = time.time()
-        status, headers, body = self.ctx.status_page(request, self.remote_addr, self.local_addr)
+        if metrics:
+            status, headers, body = self.ctx.metrics_page(request, self.remote_addr)
+        else:
+            status, headers, body = self.ctx.status_page(request, self.remote_addr,
+                                                         self.local_addr)
         head = self.proto.start_response(status, headers, stopping=self.ctx.stopping)
         await self.stream.send(head + self.proto.body(body) + self.proto.end_response())
         self.ctx.log_access(self, request, status, len(body), t0, None)

@@ -17,6 +17,9 @@ from asyncmpm.dispatch.slot import SlotHandle
 from asyncmpm.logs import AccessEntry, AccessLog
 from asyncmpm.protocol.events import Request
 from asyncmpm.protocol.http1 import HTTP1Limits
+from asyncmpm.status.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from asyncmpm.status.metrics import RequestMetrics
+from asyncmpm.status.metrics import render as render_metrics
 from asyncmpm.status.mod_status import ServerInfo, parse_query, render_auto, render_html
 from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState, WorkerScore
 from asyncmpm.supervisor.supervisor import Supervisor
@@ -62,6 +65,8 @@ class FrontContext:
             server_header=f"asyncmpm/{VERSION}".encode(),
         )
         self.status_path = config.status_path.encode() if config.status_path else None
+        self.metrics_path = config.metrics_path.encode() if config.metrics_path else None
+        self.metrics = RequestMetrics()
         self.status_allow = _LOOPBACK + tuple(
             ipaddress.ip_network(cidr, strict=False) for cidr in config.status_allow
         )
@@ -131,6 +136,7 @@ class FrontContext:
         t0: float,
         slot: SlotHandle | None,
     ) -> None:
+        self.metrics.observe(status, body_bytes, time.time() - t0)
         if self.access_log is None:
             return
         referer = user_agent = ""
@@ -213,6 +219,19 @@ class FrontContext:
         headers += [(b"Content-Type", ctype), (b"Content-Length", b"%d" % len(body)),
                     (b"Cache-Control", b"no-cache")]
         return 200, headers, body
+
+    def metrics_page(
+        self, request: Request, remote_addr: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Prometheus exposition, answered by the front loop like the status page."""
+        if not self._status_allowed(remote_addr):
+            body = b"Forbidden\n"
+            return 403, [(b"Content-Type", b"text/plain"),
+                         (b"Content-Length", b"%d" % len(body))], body
+        self.scoreboard.queued_requests = self.dispatcher.queued
+        body = render_metrics(self.scoreboard.snapshot(), self.metrics, self.supervisor)
+        return 200, [(b"Content-Type", METRICS_CONTENT_TYPE),
+                     (b"Content-Length", b"%d" % len(body))], body
 
     def _status_allowed(self, remote_addr: str) -> bool:
         try:

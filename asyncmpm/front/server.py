@@ -85,11 +85,18 @@ class Server:
     async def graceful_restart(self) -> bool:
         """Re-import the app into a new generation of children, losing no request (SIGUSR1).
         Returns False, with the old generation still serving, if the new code fails."""
+        self._reopen_logs()
         return await self.supervisor.graceful_restart()
 
     async def restart(self) -> bool:
         """httpd's SIGHUP: a new generation at once; old children are terminated."""
+        self._reopen_logs()
         return await self.supervisor.graceful_restart(hard=True)
+
+    def _reopen_logs(self) -> None:
+        """Every restart reopens the log files, so logrotate works as it does with httpd."""
+        if self._ctx is not None and self._ctx.access_log is not None:
+            self._ctx.access_log.reopen()
 
     def status(self) -> ScoreboardSnapshot:
         """The scoreboard as mod_status sees it."""
