@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config, command = parse_command(args)  # a bad option exits 2 before any signal is sent
     if command.configtest:
-        return control.configtest(config.limits()[1])
+        return control.configtest([*command.notices, *config.limits()[1]])
     if command.signal_command == "start":
         return control.start_detached(args, config.pid_file)
     if command.signal_command is not None:
@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setproctitle.setproctitle(f"asyncmpm: main [{config.mpm.value}]")
     log = structlog.get_logger("asyncmpm")
+    for notice in command.notices:
+        log.info(notice)
     try:
         run_server(Server(config.app, config))
     except AppLoadError as exc:

@@ -19,6 +19,8 @@ from asyncmpm.errors import ConfigError
 __all__ = ["Command", "build_parser", "describe_directives", "parse_args", "parse_command"]
 
 SIGNAL_COMMANDS = ("start", "stop", "restart", "graceful", "graceful-stop")
+# Config fields whose argparse destination has another name.
+_DEST = {"use_uvloop": "uvloop"}
 
 _LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
 # Config errors about options that are not directives name these flags.
@@ -151,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not set process titles")
     ops.add_argument("--pid-file", metavar="PATH",
                      help="PidFile: written once serving, removed on stop; used by -k")
+    conf = parser.add_argument_group("configuration file")
+    conf.add_argument("--config", "-f", dest="config_file", metavar="FILE",
+                      help="read an httpd.conf-style file (MPM sections, Listen, Timeout, "
+                      "KeepAlive*, LimitRequest*, CustomLog, PidFile, WSGIScriptAlias, "
+                      "Include, IfModule, IfDefine, Define); flags given here override it")
+    conf.add_argument("-D", dest="defines", action="append", default=None, metavar="NAME",
+                      help="define NAME for <IfDefine NAME> (repeatable)")
+    conf.add_argument("--strict-config", action="store_true",
+                      help="make unknown directives errors instead of notices")
     ctl = parser.add_argument_group("control (apachectl)")
     ctl.add_argument("-k", dest="signal_command", choices=SIGNAL_COMMANDS,
                      help="start (in the background), stop (TERM), restart (HUP), graceful "
@@ -170,6 +181,7 @@ class Command:
 
     signal_command: str | None = None
     configtest: bool = False
+    notices: tuple[str, ...] = ()  # from the config file: deprecated or ignored directives
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
@@ -209,6 +221,23 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[Config, Command]:
         value = getattr(ns, d.field)
         if value is not None:
             values[d.field] = value
+    if ns.config_file:
+        from asyncmpm.config.apache_file import load_config
+
+        # The file is read first; options given on the command line override it.
+        explicit = {k: v for k, v in values.items() if v != parser.get_default(_DEST.get(k, k))}
+        notices: list[str] = []
+        try:
+            base = load_config(ns.config_file, Config(mpm=MPM(ns.mpm)),
+                               defines=set(ns.defines or ()), strict=ns.strict_config,
+                               notices=notices)
+        except ConfigError as exc:
+            parser.exit(2, f"asyncmpm: error: {exc}\n")
+        try:
+            return base.replace(**explicit), Command(ns.signal_command, ns.configtest,
+                                                     tuple(notices))
+        except ConfigError as exc:
+            parser.error(str(exc))
     try:
         return Config(**values), Command(ns.signal_command, ns.configtest)
     except ConfigError as exc:
