@@ -9,6 +9,7 @@ import structlog
 
 from asyncmpm import control
 from asyncmpm.config.argv import parse_command
+from asyncmpm.config.model import Config
 from asyncmpm.errors import AppLoadError, ChildBootError
 from asyncmpm.front.runner import run_server
 from asyncmpm.front.server import Server
@@ -36,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for notice in command.notices:
         log.info(notice)
     try:
-        run_server(Server(config.app, config))
+        def reload() -> Config:
+            return parse_command(args)[0]  # argv and --config file, read again
+
+        run_server(Server(config.app, config, reload=reload))
     except AppLoadError as exc:
         log.critical("AH00016: could not load the WSGI application", error=str(exc))
         return 1

@@ -14,9 +14,9 @@ import anyio
 import httpx
 import pytest
 
-from asyncmpm import MPM
+from asyncmpm import MPM, Config, Server
 from asyncmpm.supervisor.scoreboard import ScoreboardSnapshot
-from tests.conftest import base_url, serving
+from tests.conftest import APPS, base_url, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +146,28 @@ async def test_restart_reopens_the_access_log(tmp_path: Path) -> None:
         await c.get("/hello")
     assert (tmp_path / "access.log.1").read_text().count("GET /hello") == 1
     assert log.read_text().count("GET /hello") == 1
+
+
+async def test_graceful_restart_rereads_the_configuration(tmp_path: Path) -> None:
+    from asyncmpm.config.apache_file import load_config
+    from tests.conftest import make_config
+
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("Timeout 30\nMaxRequestWorkers 6\n")
+
+    def reload() -> Config:
+        return load_config(conf, make_config())
+
+    async with Server(APPS, reload(), reload=reload) as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        assert (server.config.timeout, server.limits.max_request_workers) == (30, 6)
+        conf.write_text("Timeout 12\nMaxRequestWorkers 4\nServerLimit 99\n")
+        assert await server.graceful_restart()
+        assert (server.config.timeout, server.limits.max_request_workers) == (12, 4)
+        assert server.limits.server_limit == 256  # kept across restarts, not 99 (AH00179)
+        conf.write_text("Timeout never\n")
+        assert not await server.graceful_restart()  # a broken file changes nothing
+        assert server.config.timeout == 12
+        assert server.status().generation == 1
+        assert (await c.get("/hello")).status_code == 200

@@ -54,6 +54,15 @@ class FrontContext:
         self._request_id = 0
         self._pid = os.getpid()
         self.started = time.time()
+        self.metrics = RequestMetrics()
+        self.access_log: AccessLog | None = None
+        self.log = structlog.get_logger("asyncmpm.front")
+        self.apply(config, limits)
+
+    def apply(self, config: Config, limits: MPMLimits) -> None:
+        """Take a (re-read) configuration; connections pick it up with their next request."""
+        self.config = config
+        self.limits = limits
         self.http1_limits = HTTP1Limits(
             request_line=config.limit_request_line,
             fields=config.limit_request_fields,
@@ -66,16 +75,16 @@ class FrontContext:
         )
         self.status_path = config.status_path.encode() if config.status_path else None
         self.metrics_path = config.metrics_path.encode() if config.metrics_path else None
-        self.metrics = RequestMetrics()
         self.status_allow = _LOOPBACK + tuple(
             ipaddress.ip_network(cidr, strict=False) for cidr in config.status_allow
         )
+        if self.access_log is not None:
+            self.access_log.close()
         self.access_log = (
             AccessLog(config.access_log, fmt="json" if config.log_format == "json" else "combined")
             if config.access_log
             else None
         )
-        self.log = structlog.get_logger("asyncmpm.front")
 
     def next_request_id(self) -> bytes:
         self._request_id += 1

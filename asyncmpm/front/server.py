@@ -11,6 +11,7 @@ then stop the children.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -49,12 +50,15 @@ class Server:
         self,
         app: str | Callable[..., Iterable[bytes]] | None = None,
         config: Config | None = None,
+        *,
+        reload: Callable[[], Config] | None = None,
         **directives: Any,
     ) -> None:
         config = config or Config()
         if directives:
             config = config.replace(**directives)
         self.config = config
+        self._reload = reload  # re-reads the configuration on restarts (CLI: argv + file)
         self.app_spec = spec_for(app) if app is not None else config.app
         self.limits, self.warnings = config.limits()
         self.scoreboard = Scoreboard(
@@ -83,15 +87,55 @@ class Server:
             self._stop.set()
 
     async def graceful_restart(self) -> bool:
-        """Re-import the app into a new generation of children, losing no request (SIGUSR1).
-        Returns False, with the old generation still serving, if the new code fails."""
-        self._reopen_logs()
-        return await self.supervisor.graceful_restart()
+        """Re-read the configuration and re-import the app into a new generation of
+        children, losing no request (SIGUSR1). Returns False, with the old generation and
+        configuration still serving, if either fails."""
+        return await self._restart(hard=False)
 
     async def restart(self) -> bool:
         """httpd's SIGHUP: a new generation at once; old children are terminated."""
+        return await self._restart(hard=True)
+
+    async def _restart(self, *, hard: bool) -> bool:
+        old = self.config
+        if self._reload is not None:
+            try:
+                self._apply_config(self._reload())
+            except (AsyncMPMError, SystemExit) as exc:
+                self.log.error("AH00526: configuration error on restart; the running "
+                               "generation keeps serving", error=str(exc))
+                return False
         self._reopen_logs()
-        return await self.supervisor.graceful_restart(hard=True)
+        ok = await self.supervisor.graceful_restart(hard=hard)
+        if not ok and self.config is not old:
+            self._apply_config(old)
+        return ok
+
+    def _apply_config(self, new: Config) -> None:
+        """Adopt a re-read configuration, keeping what httpd keeps across restarts."""
+        old = self.config
+        if new.listen != old.listen or new.mpm != old.mpm:
+            self.log.warning("Listen and the MPM change only with a stop and start; "
+                             "keeping the running ones")
+        limits, warnings = new.limits()
+        for warning in warnings:
+            self.log.warning(warning)
+        if (limits.server_limit, limits.thread_limit) != (self.limits.server_limit,
+                                                          self.limits.thread_limit):
+            self.log.warning("AH00179: changing ServerLimit or ThreadLimit during a restart "
+                             "is not allowed; the running values are kept")
+            limits = dataclasses.replace(
+                limits, server_limit=self.limits.server_limit,
+                thread_limit=self.limits.thread_limit,
+                process_limit=min(limits.process_limit, self.limits.server_limit),
+                threads_per_child=min(limits.threads_per_child, self.limits.threads_per_child))
+        new = new.replace(listen=old.listen, mpm=old.mpm)
+        self.config = new
+        self.limits = limits
+        self.dispatcher.max_queued = new.max_queued_requests
+        self.supervisor.reconfigure(new, limits, new.app if self._reload else self.app_spec)
+        if self._ctx is not None:
+            self._ctx.apply(new, limits)
 
     def _reopen_logs(self) -> None:
         """Every restart reopens the log files, so logrotate works as it does with httpd."""

@@ -413,6 +413,15 @@ class Supervisor:
             self._tg.start_soon(func, *args)
 
     # ------------------------------------------------------------------ restarts
+    def reconfigure(self, config: Config, limits: MPMLimits, app_spec: str | None) -> None:
+        """New directives for the next generation (the zygote settings included)."""
+        self.config = config
+        self.limits = limits
+        self.settings.update(app=app_spec, chdir=config.chdir, preload=config.preload,
+                             root_path=config.root_path, log_format=config.log_format,
+                             log_level=config.log_level, proctitle=config.proctitle,
+                             boot_timeout=config.child_boot_timeout)
+
     async def graceful_restart(self, *, hard: bool = False) -> bool:
         """httpd's SIGUSR1, without losing a request: a new zygote re-imports the app, the new
         generation's children are ready before the old ones stop taking work, and old
