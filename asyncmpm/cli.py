@@ -10,7 +10,7 @@ import structlog
 from asyncmpm import control
 from asyncmpm.config.argv import parse_command
 from asyncmpm.config.model import Config
-from asyncmpm.errors import AppLoadError, ChildBootError
+from asyncmpm.errors import AppLoadError, ChildBootError, ConfigError
 from asyncmpm.front.runner import run_server
 from asyncmpm.front.server import Server
 from asyncmpm.logs import configure_logging
@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command.configtest:
         return control.configtest([*command.notices, *config.limits()[1]])
     if command.signal_command == "start":
-        return control.start_detached(args, config.pid_file)
+        return control.start_detached(args, config.pid_file, config.error_log)
     if command.signal_command is not None:
         return control.signal_server(command.signal_command, config.pid_file)
     configure_logging(fmt="json" if config.log_format == "json" else "console",
@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return parse_command(args)[0]  # argv and --config file, read again
 
         run_server(Server(config.app, config, reload=reload))
+    except ConfigError as exc:  # found only at start, e.g. an ErrorLog that cannot be opened
+        log.critical(str(exc))
+        return 1
     except AppLoadError as exc:
         log.critical("AH00016: could not load the WSGI application", error=str(exc))
         return 1

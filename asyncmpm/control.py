@@ -50,8 +50,13 @@ def signal_server(command: str, pid_file: str | None) -> int:
     return 0
 
 
-def start_detached(argv: Sequence[str], pid_file: str | None, timeout: float = 30.0) -> int:
-    """``-k start``: run the same command line in the background, as apachectl does."""
+def start_detached(argv: Sequence[str], pid_file: str | None, error_log: str | None = None,
+                   timeout: float = 30.0) -> int:
+    """``-k start``: run the same command line in the background, as apachectl does.
+
+    Its output goes to the ErrorLog (or next to the pid file without one), so a failure before
+    the server takes over stderr is still written down, and shown here.
+    """
     if pid_file is None:
         print("asyncmpm: -k start needs --pid-file", file=sys.stderr)
         return 1
@@ -64,10 +69,14 @@ def start_detached(argv: Sequence[str], pid_file: str | None, timeout: float = 3
     del args[index : index + 2]
     with contextlib.suppress(FileNotFoundError):
         Path(pid_file).unlink()  # stale
-    # Detached from our terminal and pipes; its error log goes next to the pid file (until the
-    # ErrorLog directive exists).
-    log_path = f"{pid_file}.log"
-    with open(log_path, "ab") as log:
+    log_path = error_log or f"{pid_file}.log"
+    try:
+        log = open(log_path, "ab")  # noqa: SIM115 - closed below, once the child has it
+    except OSError as exc:
+        print(f"asyncmpm: AH00091: could not open error log file {log_path}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    with log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "asyncmpm", *args],
             stdin=subprocess.DEVNULL,
@@ -81,8 +90,10 @@ def start_detached(argv: Sequence[str], pid_file: str | None, timeout: float = 3
             print(f"asyncmpm started (pid {proc.pid}); error log: {log_path}", file=sys.stderr)
             return 0
         if proc.poll() is not None:
-            print(f"asyncmpm: the server exited with status {proc.returncode}",
-                  file=sys.stderr)
+            print(f"asyncmpm: the server exited with status {proc.returncode}; the end of "
+                  f"{log_path}:", file=sys.stderr)
+            with contextlib.suppress(OSError), open(log_path, errors="replace") as f:
+                print("".join(f.readlines()[-10:]), end="", file=sys.stderr)
             return 1
         time.sleep(0.05)  # another process: poll its pid file
     print("asyncmpm: the server did not start in time", file=sys.stderr)

@@ -12,19 +12,24 @@ structlog's processor chain.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, TextIO
 
 import structlog
+
+from asyncmpm.errors import ConfigError
+from asyncmpm.logformat import compile_format
 
 __all__ = [
     "LEVELS",
     "NOTICE",
     "AccessEntry",
     "AccessLog",
+    "ErrorLog",
     "bind_process",
     "configure_logging",
     "escape_logitem",
@@ -172,6 +177,19 @@ class AccessEntry:
     duration_us: int
     pid: int
     slot: int
+    method: str = "-"
+    path: str = "-"
+    query: str = ""
+    protocol: str = "-"
+    server_name: str = ""
+    local_port: int = 0
+    tid: int = 0
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+
+
+_JSON_FIELDS = tuple(f.name for f in fields(AccessEntry)
+                     if f.name not in ("request_headers", "response_headers"))
 
 
 class AccessLog:
@@ -182,11 +200,19 @@ class AccessLog:
     logrotate moved it; after :meth:`close`, :meth:`log` does nothing.
     """
 
-    def __init__(self, path: str, fmt: Literal["combined", "json"] = "combined") -> None:
+    def __init__(self, path: str, fmt: Literal["combined", "json"] = "combined",
+                 log_format: str | None = None) -> None:
+        """``log_format`` is an Apache LogFormat string or nickname (``common``,
+        ``combined``...); the default is the fast built-in combined format."""
         if fmt not in ("combined", "json"):
             raise ValueError(f"unknown access log format {fmt!r}; expected 'combined' or 'json'")
         self.path = path
         self.fmt = fmt
+        self._custom = (
+            compile_format(log_format, self._clf_cached)
+            if log_format not in (None, "combined") and fmt != "json"
+            else None
+        )
         self._times: dict[int, str] = {}
         self._stream: TextIO | None = None
         self._owned = False
@@ -212,8 +238,16 @@ class AccessLog:
     def format(self, entry: AccessEntry) -> str:
         """The line (with its newline) that :meth:`log` writes for ``entry``."""
         if self.fmt == "json":
-            return json.dumps(asdict(entry)) + "\n"
+            # Header lists stay out: Cookie and Authorization have no place in a log.
+            record = {name: getattr(entry, name) for name in _JSON_FIELDS}
+            return json.dumps(record) + "\n"
+        if self._custom is not None:
+            return self._custom(entry)
         return self.format_combined(entry)
+
+    def _clf_cached(self, when: float) -> str:
+        second = int(when // 1)
+        return self._times.get(second) or self._clf_time(second)
 
     def format_combined(self, entry: AccessEntry) -> str:
         """``%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"``."""
@@ -263,3 +297,40 @@ class AccessLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------------------------- error log
+class ErrorLog:
+    """httpd's ErrorLog: the file takes over file descriptor 2.
+
+    Taking over the descriptor, not just the logger, means children inherit it and a
+    traceback printed by Python itself (an app that crashes before logging is set up) lands in
+    the file too. :meth:`reopen` makes logrotate work; :meth:`close` gives the process its
+    original stderr back, so an embedding program is left as it was.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._saved: int | None = None
+        self.reopen()  # a missing directory or a permission error surfaces here, at start
+
+    def reopen(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError("ErrorLog", f"AH00091: could not open error log file "
+                              f"{self.path}: {exc.strerror}") from None
+        try:
+            sys.stderr.flush()
+            if self._saved is None:
+                self._saved = os.dup(2)
+            os.dup2(fd, 2)  # dup2 clears O_CLOEXEC on 2: children inherit the log
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)

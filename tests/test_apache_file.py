@@ -151,3 +151,27 @@ def test_example_config(mpm: str) -> None:
     limits, warnings = config.limits()
     assert not warnings
     assert limits.max_request_workers == 150
+
+
+def test_log_directives(tmp_path: Path) -> None:
+    path = tmp_path / "logs.conf"
+    path.write_text(
+        f"ServerRoot {tmp_path}\n"
+        'LogFormat "%h %>s %D" timing\n'
+        "CustomLog logs/access.log timing\n"
+        "ErrorLog /var/log/asyncmpm/error.log\n"
+        "PidFile run/httpd.pid\n"
+    )
+    config = load_config(path, Config())
+    assert config.access_log == str(tmp_path / "logs/access.log")  # relative to ServerRoot
+    assert config.access_log_format == "%h %>s %D"
+    assert config.error_log == "/var/log/asyncmpm/error.log"
+    assert config.pid_file == str(tmp_path / "run/httpd.pid")
+    path.write_text('CustomLog "|/usr/bin/rotatelogs x 86400" combined\nErrorLog syslog:local7\n')
+    notices: list[str] = []
+    config = load_config(path, Config(), notices=notices)
+    assert (config.access_log, config.error_log) == (None, None)
+    assert [n.split()[0] for n in notices] == ["CustomLog", "ErrorLog"]
+    path.write_text("\n" 'LogFormat "%h %Y" broken\n')
+    with pytest.raises(ConfigError, match=rf"{path}:2: LogFormat: unrecognized"):
+        load_config(path, Config())

@@ -125,3 +125,83 @@ def test_k_restart_and_graceful_stop(tmp_path: Path, command: str) -> None:
     finally:
         if _alive(pid):
             os.kill(pid, 9)
+
+
+LOGGING_APP = '''
+import os
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/boom":
+        raise RuntimeError("boom for the error log")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Pid", str(os.getpid()))])
+    return [b"ok"]
+'''
+
+
+def test_config_file_logs_follow_logrotate(tmp_path: Path) -> None:
+    """ErrorLog/LogFormat/CustomLog/PidFile from an httpd.conf, relative to ServerRoot; a
+    graceful restart after logrotate's rename writes to fresh files."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "app.py").write_text(LOGGING_APP)
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(
+        f"ServerRoot {tmp_path}\n"
+        f"Listen 127.0.0.1:{port}\n"
+        "PidFile logs/httpd.pid\n"
+        "StartServers 1\nMinSpareServers 1\nMaxSpareServers 2\n"
+        "LogLevel info\n"
+        "ErrorLog logs/error.log\n"
+        'LogFormat "%h %>s %U %{X-Pid}o=%P" short\n'
+        "CustomLog logs/access.log short\n"
+        f"WSGIScriptAlias / {tmp_path / 'app.py'}\n"
+    )
+    logs = tmp_path / "logs"
+    pid_file = logs / "httpd.pid"
+    assert ctl("-k", "start", "--config", str(conf)).returncode == 0
+    pid = int(pid_file.read_text())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert httpx.get(f"{url}/").status_code == 200
+        assert httpx.get(f"{url}/boom").status_code == 500
+        wait_until(lambda: "boom for the error log" in (logs / "error.log").read_text())
+        error_log = (logs / "error.log").read_text()
+        assert "resuming normal operations" in error_log
+        assert "child started" in error_log
+        lines = (logs / "access.log").read_text().splitlines()
+        assert lines[0].startswith("127.0.0.1 200 / ")
+        served_by, logged = lines[0].split()[-1].split("=")
+        assert served_by == logged  # %P is the child that served it
+        assert lines[1].startswith("127.0.0.1 500 /boom ")
+        # logrotate: move the files away, then a graceful restart reopens them.
+        for name in ("error.log", "access.log"):
+            (logs / name).rename(logs / f"{name}.1")
+        assert ctl("-k", "graceful", "--config", str(conf)).returncode == 0
+        wait_until(lambda: (logs / "error.log").exists()
+                   and "AH00171" in (logs / "error.log").read_text())
+        wait_until(lambda: "gen=1" in (logs / "error.log").read_text()
+                   or '"gen": 1' in (logs / "error.log").read_text())
+        assert httpx.get(f"{url}/").status_code == 200
+        assert ctl("-k", "stop", "--config", str(conf)).returncode == 0
+        wait_until(lambda: not _alive(pid))
+        assert (logs / "access.log").read_text().startswith("127.0.0.1 200 / ")
+        assert "child stopped" in (logs / "error.log").read_text()
+        assert "AH00171" not in (logs / "error.log.1").read_text()
+        assert len((logs / "access.log.1").read_text().splitlines()) == 2
+    finally:
+        if _alive(pid):
+            os.kill(pid, 9)
+
+
+@pytest.mark.parametrize("mode", [[], ["-k", "start"]], ids=["foreground", "k-start"])
+def test_error_log_that_cannot_be_opened(tmp_path: Path, mode: list[str]) -> None:
+    target = tmp_path / "missing-dir" / "error.log"
+    result = ctl(*mode, "--pid-file", str(tmp_path / "pid"), "--listen", "127.0.0.1:0",
+                 "--error-log", str(target))
+    assert result.returncode == 1
+    assert f"AH00091: could not open error log file {target}" in result.stderr
+    assert not (tmp_path / "pid").exists()

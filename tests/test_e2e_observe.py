@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,48 @@ async def test_process_titles_and_demo_app(mpm: MPM) -> None:
             titles.add(" ".join(proc.cmdline()).strip())
         assert f"asyncmpm: zygote [{mpm.value}]" in titles
         assert any(re.fullmatch(r"asyncmpm: child slot \d+ gen 0", t) for t in titles), titles
+
+
+async def test_access_log_with_custom_log_format(tmp_path: Path, mpm: MPM) -> None:
+    log = tmp_path / "access.log"
+    fmt = '%h %m %U%q %H %>s %b %{X-Test}i %{Content-Type}o %P %{tid}P %D'
+    async with serving(access_log=str(log), access_log_format=fmt, mpm=mpm) as server, \
+            httpx.AsyncClient(base_url=base_url(server)) as c:
+        r = await c.get("/hello?x=1", headers={"X-Test": 'a "b"'})
+        assert r.status_code == 200
+    line = log.read_text()
+    m = re.fullmatch(r'127\.0\.0\.1 GET /hello\?x=1 HTTP/1\.1 200 14 a \\"b\\" '
+                     r"text/plain (\d+) (\d+) (\d+)\n", line)
+    assert m, line
+    pid, tid, _ = (int(g) for g in m.groups())
+    assert pid != os.getpid()  # the child that served it
+    assert tid > 0
+
+
+async def _wait_for_text(path: Path, text: str, timeout: float = 10) -> str:
+    """Poll a file another process writes, with a deadline."""
+    apath = anyio.Path(path)
+    with anyio.fail_after(timeout):
+        while True:
+            content = await apath.read_text() if await apath.exists() else ""
+            if text in content:
+                return content
+            await anyio.sleep(0.02)
+
+
+async def test_error_log_takes_stderr_and_gives_it_back(tmp_path: Path, mpm: MPM) -> None:
+    log = tmp_path / "error.log"
+    before = os.fstat(2)
+    async with serving(error_log=str(log), mpm=mpm) as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        assert os.fstat(2).st_ino == log.stat().st_ino
+        assert (await c.get("/raise")).status_code == 500
+        await _wait_for_text(log, "boom from the application")
+        log.rename(tmp_path / "error.log.1")  # logrotate
+        assert await server.restart()
+        assert (await c.get("/raise")).status_code == 500
+        content = await _wait_for_text(log, "boom from the application")
+        assert content.count("RuntimeError: boom from the application") == 1
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

@@ -141,6 +141,9 @@ async def test_restart_reopens_the_access_log(tmp_path: Path) -> None:
         base_url=base_url(server)
     ) as c:
         await c.get("/hello")
+        # The line is written with the scoreboard update, just after the response: wait for
+        # it, or the reopen could win the race.
+        await server.wait_status(lambda s: s.total_accesses >= 1, timeout=10)
         log.rename(tmp_path / "access.log.1")  # what logrotate does
         assert await server.graceful_restart()
         await c.get("/hello")

@@ -287,3 +287,72 @@ def test_level_filtering(fmt: str, level: str, method: str, emitted: bool) -> No
 def test_bad_error_log_format() -> None:
     with pytest.raises(ValueError, match="format"):
         configure_logging(fmt="xml", level="info")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- LogFormat
+FULL = dataclasses.replace(
+    APACHE_EXAMPLE,
+    method="GET",
+    path="/apache_pb.gif",
+    query="a=1&b=\"2\"",
+    protocol="HTTP/1.0",
+    server_name="www.example.com",
+    local_port=8080,
+    tid=777,
+    duration_us=2_345_678,
+    request_headers=(("X-Test", "one"), ("x-test", "two"), ("Host", "h")),
+    response_headers=(("Content-Type", 'text/"plain"\n'),),
+)
+
+
+@pytest.mark.usefixtures("tz")
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("common", '127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" '
+                   "200 2326"),
+        ("%h %>s %b %D %T %{ms}T %{us}T", "127.0.0.1 200 2326 2345678 2 2345 2345678"),
+        ("%P %{pid}P %{tid}P", "4242 4242 777"),
+        ("%{X-Test}i|%{Missing}i|%{content-type}o", 'one, two|-|text/\\"plain\\"\\n'),
+        ("%v:%p %m %U%q %H %%", 'www.example.com:8080 GET /apache_pb.gif?a=1&b=\\"2\\" '
+                                "HTTP/1.0 %"),
+        ("%{sec}t %{msec}t %{%Y-%m-%d}t", "971211336 971211336250 2000-10-10"),
+        ("[%{begin:%H:%M}t]", "[13:55]"),
+    ],
+)
+def test_log_format_directives(monkeypatch: pytest.MonkeyPatch, fmt: str, expected: str) -> None:
+    set_tz(monkeypatch, "PDT+7")
+    assert AccessLog("-", log_format=fmt).format(FULL) == expected + "\n"
+
+
+@pytest.mark.usefixtures("tz")
+def test_log_format_combined_nickname_spelled_out_matches_fast_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    set_tz(monkeypatch, "PDT+7")
+    spelled = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"'
+    entry = dataclasses.replace(APACHE_EXAMPLE, request_headers=(
+        ("Referer", APACHE_EXAMPLE.referer), ("User-Agent", APACHE_EXAMPLE.user_agent)))
+    assert AccessLog("-", log_format=spelled).format(entry) == APACHE_EXAMPLE_LINE
+
+
+def test_log_format_escapes_every_network_value() -> None:
+    evil = dataclasses.replace(FULL, path="/a\nb", query='x"\r', method="GET",
+                               request_headers=(("X", "1\n127.0.0.1 - - forged"),))
+    line = AccessLog("-", log_format="%U%q %{X}i").format(evil)
+    assert line.count("\n") == 1
+    assert line == '/a\\nb?x\\"\\r 1\\n127.0.0.1 - - forged\n'
+
+
+def test_log_format_is_ignored_by_json_lines() -> None:
+    record = json.loads(AccessLog("-", fmt="json", log_format="%h").format(FULL))
+    assert record["path"] == "/apache_pb.gif"
+    assert "request_headers" not in record  # no cookies or credentials in the log
+
+
+@pytest.mark.parametrize("fmt", ["%h %Z", "%{x}", "100%"])
+def test_bad_log_format_names_the_directive(fmt: str) -> None:
+    from asyncmpm.config import Config
+    from asyncmpm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LogFormat"):
+        Config(access_log_format=fmt)

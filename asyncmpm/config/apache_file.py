@@ -29,6 +29,7 @@ from typing import Any
 from asyncmpm.config.directives import DIRECTIVES
 from asyncmpm.config.model import MPM, Config, ListenAddress, RequestReadTimeout
 from asyncmpm.errors import ConfigError
+from asyncmpm.logformat import compile_format
 
 __all__ = ["Line", "apply", "load_config", "read_directives"]
 
@@ -215,8 +216,8 @@ class _Reader:
 
 # ------------------------------------------------------------------------------- applying
 _BY_NAME = {d.name.lower(): d for d in DIRECTIVES}
-_IGNORED_QUIETLY = {"serverroot", "loadmodule", "user", "group", "mutex", "defaultruntimedir",
-                    "extendedstatus", "hostnamelookups", "errorlogformat", "logformat",
+_IGNORED_QUIETLY = {"loadmodule", "user", "group", "mutex", "defaultruntimedir",
+                    "extendedstatus", "hostnamelookups", "errorlogformat",
                     "servertokens", "serversignature", "traceenable", "accessfilename",
                     "adddefaultcharset", "typesconfig", "addtype", "documentroot"}
 
@@ -246,6 +247,12 @@ def apply(config: Config, lines: list[Line], *, strict: bool = False,
     values: dict[str, Any] = {}
     listen: list[ListenAddress] = []
     seen_unknown: set[str] = set()
+    formats: dict[str, str] = {}  # LogFormat nicknames
+    root: str | None = None  # ServerRoot: where relative file names start, as in httpd
+
+    def file_name(arg: str) -> str:
+        return arg if root is None or os.path.isabs(arg) else os.path.join(root, arg)
+
     for line in lines:
         lname = line.name.lower()
         if lname in _ALIASES:
@@ -267,14 +274,40 @@ def apply(config: Config, lines: list[Line], *, strict: bool = False,
                 listen.append(ListenAddress.parse(line.args[0]))
             elif lname == "servername":
                 values["server_name"] = line.args[0].split(":")[0] if line.args else None
+            elif lname == "serverroot":
+                root = line.args[0] if line.args else None
             elif lname == "pidfile":
-                values["pid_file"] = line.args[0]
+                values["pid_file"] = file_name(line.args[0])
+            elif lname == "errorlog":
+                if len(line.args) != 1:
+                    raise line.error("takes one file name")
+                target = line.args[0]
+                if target.startswith("|") or target.lower().startswith("syslog"):
+                    notes.append(f"ErrorLog {target} ({line.path}:{line.line}): piped logs and "
+                                 "syslog are not implemented; the error log stays on stderr")
+                else:
+                    values["error_log"] = file_name(target)
             elif lname == "loglevel":
                 values["log_level"] = line.args[0].lower().split(":")[-1] if line.args else "info"
+            elif lname == "logformat":
+                if not line.args or len(line.args) > 2:
+                    raise line.error("takes a format and an optional nickname")
+                compile_format(line.args[0], str)
+                if len(line.args) == 2:
+                    formats[line.args[1]] = line.args[0]
+                else:
+                    values["access_log_format"] = line.args[0]
             elif lname == "customlog":
                 if len(line.args) < 1:
                     raise line.error("needs a file")
-                values["access_log"] = "-" if line.args[0] == "/dev/stdout" else line.args[0]
+                if line.args[0].startswith("|"):
+                    notes.append(f"CustomLog {line.args[0]} ({line.path}:{line.line}): piped "
+                                 "logs are not implemented; the access log is not written")
+                    continue
+                values["access_log"] = ("-" if line.args[0] == "/dev/stdout"
+                                        else file_name(line.args[0]))
+                if len(line.args) > 1:
+                    values["access_log_format"] = formats.get(line.args[1], line.args[1])
             elif lname == "requestreadtimeout":
                 values["request_read_timeout"] = RequestReadTimeout.parse(" ".join(line.args))
             elif lname == "statuspath":

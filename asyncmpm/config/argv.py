@@ -29,6 +29,8 @@ _EXTRA_FLAGS = {
     "MaxQueuedRequests": "--max-queued-requests",
     "StatusPath": "--status-path",
     "MetricsPath": "--metrics-path",
+    "LogFormat": "--access-log-format",
+    "ErrorLog": "--error-log",
     "RootPath": "--root-path",
     "Listen": "--listen",
 }
@@ -145,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "(repeatable) [default: loopback only]")
     ops.add_argument("--access-log", metavar="FILE|-",
                      help="access log in Apache's combined format ('-' = stdout)")
+    ops.add_argument("--access-log-format", default="combined", metavar="FORMAT",
+                     help="Apache LogFormat string or nickname (common, combined, "
+                     "vhost_combined) [default: combined]")
+    ops.add_argument("--error-log", metavar="FILE",
+                     help="error log file: takes over stderr of the server and its children, "
+                     "reopened on every restart [default: stderr]")
     ops.add_argument("--log-format", choices=["console", "json"], default="console",
                      help="error log format [default: console]")
     ops.add_argument("--log-level", choices=_LEVELS, default="info",
@@ -206,6 +214,8 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[Config, Command]:
         "metrics_path": ns.metrics_path,
         "status_allow": tuple(ns.status_allow or ()),
         "access_log": ns.access_log,
+        "access_log_format": ns.access_log_format,
+        "error_log": ns.error_log,
         "log_format": ns.log_format,
         "log_level": ns.log_level,
         "proctitle": ns.proctitle,

@@ -128,6 +128,8 @@ class Config:
     metrics_path: str | None = None
     status_allow: tuple[str, ...] = ()
     access_log: str | None = None
+    access_log_format: str = "combined"  # an Apache LogFormat string or nickname
+    error_log: str | None = None  # a file that takes over stderr, as httpd's ErrorLog
     log_format: str = "console"
     log_level: str = "info"
     proctitle: bool = True
@@ -142,6 +144,10 @@ class Config:
             raise ConfigError("MaxQueuedRequests", "must be at least 0")
         if self.status_path is not None and not self.status_path.startswith("/"):
             raise ConfigError("StatusPath", "must start with '/'")
+        if self.access_log_format != "combined":
+            from asyncmpm.logformat import compile_format
+
+            compile_format(self.access_log_format, str)  # raises ConfigError("LogFormat")
         if self.metrics_path is not None and not self.metrics_path.startswith("/"):
             raise ConfigError("MetricsPath", "must start with '/'")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):

@@ -57,6 +57,7 @@ class _Exchange:
     continue_sent: bool = False
     go_ahead: anyio.Event = field(default_factory=anyio.Event)
     client_gone: bool = False
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class Connection:
@@ -238,7 +239,7 @@ class Connection:
                 await self._send_error(502, "The child serving this request exited.")
         finally:
             ctx.slot_finished(slot, ws, status, sent_body, t0, reusable=reusable)
-        ctx.log_access(self, request, status, sent_body, t0, slot)
+        ctx.log_access(self, request, status, sent_body, t0, slot, exchange.response_headers)
         if exchange.client_gone or not self.proto.keep_alive:
             return False
         if exchange.body_error is not None:
@@ -311,6 +312,7 @@ class Connection:
                     elif kind == FrameType.START:
                         head = ResponseHead.decode(payload)
                         status = head.status
+                        exchange.response_headers = head.headers
                         head_sent = True
                         if exchange.body_error is not None and not exchange.client_gone:
                             # The body broke (limit, timeout, bad framing): answer that

@@ -81,7 +81,8 @@ class FrontContext:
         if self.access_log is not None:
             self.access_log.close()
         self.access_log = (
-            AccessLog(config.access_log, fmt="json" if config.log_format == "json" else "combined")
+            AccessLog(config.access_log, fmt="json" if config.log_format == "json" else "combined",
+                      log_format=config.access_log_format)
             if config.access_log
             else None
         )
@@ -144,6 +145,7 @@ class FrontContext:
         body_bytes: int,
         t0: float,
         slot: SlotHandle | None,
+        response_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.metrics.observe(status, body_bytes, time.time() - t0)
         if self.access_log is None:
@@ -167,6 +169,18 @@ class FrontContext:
                 duration_us=int((now - t0) * 1e6),
                 pid=slot.child.pid if slot is not None else os.getpid(),
                 slot=slot.child.index if slot is not None else -1,
+                method=request.method.decode("latin-1"),
+                path=request.path.decode("latin-1"),
+                query=request.query.decode("latin-1"),
+                protocol=f"HTTP/{request.http_version}",
+                server_name=self.config.server_name or conn.local_addr,
+                local_port=int(conn.local_port),
+                tid=(self.scoreboard.processes[slot.child.index].threads[slot.thread].tid
+                     if slot is not None else 0),
+                request_headers=tuple((n.decode("latin-1"), v.decode("latin-1"))
+                                      for n, v in request.headers),
+                response_headers=tuple((n.decode("latin-1"), v.decode("latin-1"))
+                                       for n, v in response_headers or ()),
             )
         )
 

@@ -24,11 +24,12 @@ import anyio.abc
 import structlog
 
 from asyncmpm.child.app_loader import spec_for
-from asyncmpm.config.model import Config
+from asyncmpm.config.model import MPM, Config
 from asyncmpm.dispatch.dispatcher import Dispatcher
-from asyncmpm.errors import AsyncMPMError
+from asyncmpm.errors import AsyncMPMError, ConfigError
 from asyncmpm.front.connection import Connection
 from asyncmpm.front.context import VERSION, FrontContext
+from asyncmpm.logs import ErrorLog
 from asyncmpm.streams import ByteStream, accept
 from asyncmpm.supervisor.scoreboard import Scoreboard, ScoreboardSnapshot
 from asyncmpm.supervisor.supervisor import Supervisor
@@ -71,6 +72,7 @@ class Server:
         self.addresses: list[tuple[str, int]] = []
         self.log = structlog.get_logger("asyncmpm.server")
         self._ctx: FrontContext | None = None
+        self._error_log: ErrorLog | None = None
         self._stop: anyio.Event | None = None
         self._stop_requested = False
         self._connections: set[Connection] = set()
@@ -141,6 +143,16 @@ class Server:
         """Every restart reopens the log files, so logrotate works as it does with httpd."""
         if self._ctx is not None and self._ctx.access_log is not None:
             self._ctx.access_log.reopen()
+        wanted = self.config.error_log
+        try:
+            if self._error_log is not None and self._error_log.path == wanted:
+                self._error_log.reopen()
+            else:
+                self._close_error_log()  # stderr is the original one again
+                self._error_log = ErrorLog(wanted) if wanted else None
+        except ConfigError as exc:
+            self.log.error("the error log could not be reopened; logging where it was",
+                           error=str(exc))
 
     def status(self) -> ScoreboardSnapshot:
         """The scoreboard as mod_status sees it."""
@@ -204,9 +216,14 @@ class Server:
             self._stop.set()
         self._drained = anyio.Event()
         self._accept_scope = anyio.CancelScope()
+        self._error_log = ErrorLog(config.error_log) if config.error_log else None
         for warning in self.warnings:
             self.log.warning(warning)
-        listeners = await self._bind()
+        try:
+            listeners = await self._bind()
+        except BaseException:
+            self._close_error_log()
+            raise
         try:
             self._ctx = FrontContext(
                 config, self.limits, self.scoreboard, self.dispatcher, self.supervisor,
@@ -218,7 +235,8 @@ class Server:
                     for listener in listeners:
                         conn_tg.start_soon(self._accept_loop, listener, conn_tg)
                     self.log.info(
-                        f"AH00292: asyncmpm/{VERSION} ({config.mpm.value}) configured -- "
+                        f"{'AH00163' if config.mpm is MPM.PREFORK else 'AH00292'}: "
+                        f"asyncmpm/{VERSION} ({config.mpm.value}) configured -- "
                         "resuming normal operations",
                         listen=[f"{h}:{p}" for h, p in self.addresses],
                         backend=self._ctx.backend,
@@ -240,6 +258,12 @@ class Server:
                     await listener.aclose()
             if self._ctx is not None and self._ctx.access_log is not None:
                 self._ctx.access_log.close()
+            self._close_error_log()
+
+    def _close_error_log(self) -> None:
+        if self._error_log is not None:
+            self._error_log.close()
+            self._error_log = None
 
     def _write_pid_file(self) -> None:
         path = self.config.pid_file

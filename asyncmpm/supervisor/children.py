@@ -38,6 +38,7 @@ class Child:
     slots: list[SlotHandle] = field(default_factory=list)
     accepting: bool = False  # slots may be handed requests
     retiring: bool = False  # graceful: finish in-flight requests, then exit
+    why: str = ""  # why it was told to stop: the lifecycle log says it
     doomed: bool = False  # hung: kill once the other threads are done
     abandoned: bool = False  # a slot was given up mid-request (it may still be running)
     served: int = 0

@@ -271,8 +271,8 @@ class Supervisor:
                     child.forked.set()
                     self.by_pid[child.pid] = child
                     self.scoreboard.processes[child.index].pid = child.pid
-                    self.log.debug("child started", pid=child.pid, slot=child.index,
-                                   gen=child.generation)
+                    self.log.info("child started", pid=child.pid, slot=child.index,
+                                  gen=child.generation)
             elif op == "exited":
                 await self._on_exit(message["pid"], message["code"])
 
@@ -310,7 +310,7 @@ class Supervisor:
             self.crashes += 1
             self.log.warning(f"child pid {pid} {cause}", **fields)
         else:
-            self.log.debug("child stopped", cause=cause, **fields)
+            self.log.info("child stopped", cause=cause, why=child.why, **fields)
         child.exited.set()
         if (
             code < 0
@@ -332,10 +332,12 @@ class Supervisor:
         if child.retiring or child.exit_code is not None:
             return
         child.retiring = True
+        child.why = why
         child.accepting = False
         self.retirements += 1
         self.scoreboard.processes[child.index].quiescing = True
-        self.log.debug("retiring child", pid=child.pid, slot=child.index, why=why)
+        self.log.info("retiring child", pid=child.pid, slot=child.index,
+                      gen=child.generation, why=why)
         for slot in self.dispatcher.discard_child(child):
             self._spawn_task(self._stop_slot, slot)
         for slot in child.slots:
@@ -395,6 +397,7 @@ class Supervisor:
         slot.closed = True
         child.accepting = False
         child.doomed = True
+        child.why = "request exceeded Timeout"
         self.scoreboard.processes[child.index].quiescing = True
         self.log.error("request exceeded Timeout; killing its child", pid=child.pid,
                        slot=child.index, timeout=self.config.timeout)
