@@ -12,18 +12,46 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 import anyio.abc
 
-__all__ = ["AnyioStream", "AsyncioStream", "ByteStream", "accept", "wrap_socket"]
+__all__ = ["AnyioStream", "AsyncioStream", "ByteStream", "TLSInfo", "accept", "accept_raw",
+           "open_tls", "wrap_socket"]
 
 _HIGH_WATER = 256 * 1024  # bytes read ahead of the reader before reading pauses
 
 
+@dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """What a TLS connection negotiated; the child sees it as HTTPS/SSL_* variables."""
+
+    alpn: str | None
+    version: str
+    cipher: str
+    client_subject: str | None  # the verified client certificate's subject, RFC 4514-ish
+
+    @classmethod
+    def from_ssl(cls, obj: ssl.SSLObject | ssl.SSLSocket | None) -> TLSInfo:
+        if obj is None:
+            return cls(None, "", "", None)
+        cert = obj.getpeercert()
+        subject = None
+        if cert and cert.get("subject"):
+            subject = ",".join(f"{k}={v}" for rdn in reversed(cert["subject"])
+                               for k, v in rdn)
+        cipher = obj.cipher()
+        return cls(obj.selected_alpn_protocol(), obj.version() or "",
+                   cipher[0] if cipher else "", subject)
+
+
 class ByteStream(Protocol):
+    tls: TLSInfo | None
+
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Data, or ``b""`` at end of stream; BrokenResourceError if the peer reset."""
         ...
@@ -38,10 +66,11 @@ class ByteStream(Protocol):
 class AnyioStream:
     """Any anyio byte stream (used on trio)."""
 
-    __slots__ = ("stream",)
+    __slots__ = ("stream", "tls")
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, tls: TLSInfo | None = None) -> None:
         self.stream = stream
+        self.tls = tls
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         try:
@@ -67,6 +96,7 @@ class AsyncioStream(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.tls: TLSInfo | None = None
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
         self._eof = False
@@ -80,6 +110,9 @@ class AsyncioStream(asyncio.Protocol):
     # asyncio.Protocol callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.tls = TLSInfo.from_ssl(ssl_object)
 
     def data_received(self, data: bytes) -> None:
         self._buffer.append(data)
@@ -92,7 +125,9 @@ class AsyncioStream(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake_reader()
-        return True  # keep the write side open: a half-closed client still gets its reply
+        # Keep the write side open: a half-closed client still gets its reply (TLS has no
+        # half-close, and asyncio's TLS transport says so when asked).
+        return self.tls is None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closed = True
@@ -205,3 +240,53 @@ async def wrap_socket(sock: socket.socket) -> ByteStream:
     if sock.family == socket.AF_UNIX:
         return AnyioStream(await anyio.abc.UNIXSocketStream.from_socket(sock))
     return AnyioStream(await anyio.abc.SocketStream.from_socket(sock))
+
+
+async def accept_raw(listener: anyio.abc.SocketListener) -> tuple[
+        socket.socket | anyio.abc.SocketStream, tuple[str, int], tuple[str, int]]:
+    """The next connection, not yet wrapped: its TLS handshake belongs in its own task."""
+    if _on_asyncio():
+        raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        conn, _ = await asyncio.get_running_loop().sock_accept(raw)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            remote, local = conn.getpeername(), conn.getsockname()
+        except OSError:
+            conn.close()
+            raise
+        return conn, remote, local
+    stream = await listener.accept()
+    remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    local = stream.extra(anyio.abc.SocketAttribute.local_address)
+    return stream, remote, local  # type: ignore[return-value]
+
+
+async def open_tls(raw: socket.socket | anyio.abc.SocketStream, context: ssl.SSLContext,
+                   timeout: float) -> ByteStream:
+    """Run the server side of the TLS handshake; raises on failure or after ``timeout``.
+
+    On asyncio the event loop's own TLS transport does the work (C code under uvloop); on
+    trio anyio's TLSStream does. Either way the raw connection is closed on failure.
+    """
+    if isinstance(raw, socket.socket):
+        raw.setblocking(False)
+        protocol = AsyncioStream()  # uvloop hands back its TLS wrapper, not ours: keep ours
+        try:
+            with anyio.fail_after(timeout):
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    lambda: protocol, raw, ssl=context, ssl_handshake_timeout=timeout)
+        except BaseException:
+            raw.close()
+            raise
+        return protocol
+    from anyio.streams.tls import TLSAttribute, TLSStream
+
+    try:
+        with anyio.fail_after(timeout):
+            tls = await TLSStream.wrap(raw, server_side=True, ssl_context=context,
+                                       standard_compatible=False)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await raw.aclose()
+        raise
+    return AnyioStream(tls, TLSInfo.from_ssl(tls.extra(TLSAttribute.ssl_object)))

@@ -42,9 +42,9 @@ def test_every_directive_is_a_flag(d: object) -> None:
     if d.kind == "bool":
         assert getattr(parse_args([f"--no-{d.flag[2:]}"]), d.field) is False
         return
-    value = "7" if d.kind == "int" else "2.5"
-    config = parse_args(["--mpm", "worker", d.flag, value])
-    assert getattr(config, d.field) == (7 if d.kind == "int" else 2.5)
+    number = max(7, int(d.minimum or 0)) if d.kind == "int" else 2.5
+    config = parse_args(["--mpm", "worker", d.flag, str(number)])
+    assert getattr(config, d.field) == number
 
 
 def test_help_names_every_directive_and_its_default() -> None:

@@ -328,6 +328,9 @@ class SlotServer:
         env["asyncmpm.request_id"] = head.request_id.decode("latin-1")
         env["asyncmpm.stats"] = head.stats.decode("latin-1")
         for name, value in head.headers:
+            if name[:1] == b":":  # set by the front loop (TLS variables), never by a client
+                env[name[1:].decode("latin-1")] = value.decode("latin-1")
+                continue
             if name == b"content-type":
                 key = "CONTENT_TYPE"
             elif name == b"content-length":

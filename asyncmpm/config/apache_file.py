@@ -216,7 +216,9 @@ class _Reader:
 
 # ------------------------------------------------------------------------------- applying
 _BY_NAME = {d.name.lower(): d for d in DIRECTIVES}
-_IGNORED_QUIETLY = {"loadmodule", "user", "group", "mutex", "defaultruntimedir",
+_TLS_FILES = {"sslcertificatefile": "certfile", "sslcertificatekeyfile": "keyfile",
+              "sslcacertificatefile": "ca_certs"}
+_IGNORED_QUIETLY = {"sslengine", "loadmodule", "user", "group", "mutex", "defaultruntimedir",
                     "extendedstatus", "hostnamelookups", "errorlogformat",
                     "servertokens", "serversignature", "traceenable", "accessfilename",
                     "adddefaultcharset", "typesconfig", "addtype", "documentroot"}
@@ -269,9 +271,25 @@ def apply(config: Config, lines: list[Line], *, strict: bool = False,
                 else:
                     values[directive.field] = _number(line, directive.kind)
             elif lname == "listen":
-                if not line.args:
-                    raise line.error("needs an address")
-                listen.append(ListenAddress.parse(line.args[0]))
+                if not line.args or len(line.args) > 2:
+                    raise line.error("takes an address and an optional protocol")
+                listen.append(ListenAddress.parse(
+                    line.args[0], protocol=line.args[1] if len(line.args) == 2 else None))
+            elif lname == "protocols":
+                names = {a.lower() for a in line.args}
+                if "http/1.1" not in names:
+                    raise line.error("asyncmpm always speaks http/1.1; list it")
+                values["http2"] = bool(names & {"h2", "h2c"})
+            elif lname in _TLS_FILES:
+                if len(line.args) != 1:
+                    raise line.error("takes one file name")
+                values[_TLS_FILES[lname]] = file_name(line.args[0])
+            elif lname == "sslverifyclient":
+                mode = line.args[0].lower() if len(line.args) == 1 else ""
+                if mode not in ("require", "optional", "none"):
+                    raise line.error("must be none, optional or require")
+                if mode != "none":
+                    values["verify_client"] = mode
             elif lname == "servername":
                 values["server_name"] = line.args[0].split(":")[0] if line.args else None
             elif lname == "serverroot":

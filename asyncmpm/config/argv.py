@@ -33,6 +33,12 @@ _EXTRA_FLAGS = {
     "ErrorLog": "--error-log",
     "RootPath": "--root-path",
     "Listen": "--listen",
+    "SSLCertificateFile": "--certfile",
+    "SSLCertificateKeyFile": "--keyfile",
+    "SSLCACertificateFile": "--ca-certs",
+    "SSLVerifyClient": "--verify-client",
+    "TLSHandshakeTimeout": "--tls-handshake-timeout",
+    "Protocols": "--http2",
 }
 
 
@@ -106,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=None,
                         help="use uvloop with asyncio [default: when installed]")
     parser.add_argument("--listen", action="append", type=_listen, metavar="HOST:PORT",
-                        help="Listen: address to serve (repeatable; port 0 = any free port) "
+                        help="Listen: address to serve (repeatable; port 0 = any free port; "
+                        "https:// or http:// in front picks TLS or not) "
                         "[default: 127.0.0.1:8080]")
     parser.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
     parser.add_argument("--no-preload", dest="preload", action="store_false",
@@ -135,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-queued-requests", type=_number("int", 0), default=None,
                        metavar="N", help="requests that may wait for a free slot before 503 "
                        "[default: 1024]")
+
+    net = parser.add_argument_group("TLS and HTTP/2")
+    net.add_argument("--http2", action=argparse.BooleanOptionalAction, default=True,
+                     help="Protocols h2 h2c: HTTP/2 over TLS (ALPN), in cleartext with prior "
+                     "knowledge and by Upgrade: h2c [default: on]")
+    net.add_argument("--certfile", metavar="FILE",
+                     help="SSLCertificateFile: PEM certificate (chain); every --listen without "
+                     "http:// then speaks TLS")
+    net.add_argument("--keyfile", metavar="FILE",
+                     help="SSLCertificateKeyFile: PEM private key [default: in --certfile]")
+    net.add_argument("--ca-certs", metavar="FILE",
+                     help="SSLCACertificateFile: ask for client certificates signed by these")
+    net.add_argument("--verify-client", choices=["require", "optional"], default="require",
+                     help="SSLVerifyClient with --ca-certs [default: require]")
+    net.add_argument("--tls-handshake-timeout", type=_number("seconds", 0.001), default=10.0,
+                     metavar="SECONDS", help="seconds a TLS handshake may take [default: 10]")
 
     ops = parser.add_argument_group("status and logs")
     ops.add_argument("--status-path", metavar="PATH",
@@ -220,6 +243,12 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[Config, Command]:
         "log_level": ns.log_level,
         "proctitle": ns.proctitle,
         "pid_file": ns.pid_file,
+        "http2": ns.http2,
+        "certfile": ns.certfile,
+        "keyfile": ns.keyfile,
+        "ca_certs": ns.ca_certs,
+        "verify_client": ns.verify_client,
+        "tls_handshake_timeout": ns.tls_handshake_timeout,
     }
     if ns.listen:
         values["listen"] = tuple(ns.listen)

@@ -79,6 +79,14 @@ DIRECTIVES: tuple[Directive, ...] = (
               "longest header field in bytes (else 431)", minimum=1),
     Directive("LimitRequestBody", "limit_request_body", "int", 0, 0,
               "largest request body in bytes (else 413); 0 = unlimited", minimum=0),
+    Directive("H2MaxSessionStreams", "h2_max_session_streams", "int", 100, 100,
+              "HTTP/2 streams open at once on one connection", minimum=1),
+    Directive("H2WindowSize", "h2_window_size", "int", 65535, 65535,
+              "HTTP/2 flow-control window per stream: request body bytes buffered ahead of "
+              "the child", minimum=1),
+    Directive("H2MaxHeaderListSize", "h2_max_header_list_size", "int", 65536, 65536,
+              "largest decoded HTTP/2 header list in bytes (HPACK bombs end in GOAWAY)",
+              minimum=1024),
 )
 
 DIRECTIVES_BY_FIELD: dict[str, Directive] = {d.field: d for d in DIRECTIVES}

@@ -26,10 +26,19 @@ class Backend(enum.StrEnum):
 class ListenAddress:
     host: str
     port: int
+    scheme: str | None = None  # "https" / "http"; None: https exactly when a certificate is set
 
     @classmethod
-    def parse(cls, text: str, directive: str = "Listen") -> ListenAddress:
-        """Accept ``PORT``, ``HOST:PORT`` and ``[V6]:PORT`` as Apache's Listen does."""
+    def parse(cls, text: str, directive: str = "Listen", protocol: str | None = None,
+              ) -> ListenAddress:
+        """Accept ``PORT``, ``HOST:PORT`` and ``[V6]:PORT`` as Apache's Listen does, with its
+        optional protocol (``Listen 443 https``), or an ``https://`` / ``http://`` prefix."""
+        scheme = protocol.lower() if protocol else None
+        for prefix in ("https://", "http://"):
+            if text.lower().startswith(prefix):
+                scheme, text = prefix[:-3], text[len(prefix):]
+        if scheme not in (None, "http", "https"):
+            raise ConfigError(directive, f"protocol {protocol!r} is not http or https")
         host, sep, port_text = text.rpartition(":")
         if not sep:
             host, port_text = "0.0.0.0", text
@@ -40,10 +49,11 @@ class ListenAddress:
             raise ConfigError(directive, f"{text!r} is not HOST:PORT") from None
         if not 0 <= port <= 65535:
             raise ConfigError(directive, f"port {port} is out of range 0-65535")
-        return cls(host, port)
+        return cls(host, port, scheme)
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return f"{self.scheme}://{address}" if self.scheme else address
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,16 @@ class Config:
     max_queued_requests: int = 1024
     child_boot_timeout: float = 30.0
 
+    http2: bool = True  # h2 over TLS (ALPN), h2c with prior knowledge and by Upgrade
+    h2_max_session_streams: int = 100
+    h2_window_size: int = 65535
+    h2_max_header_list_size: int = 65536
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certs: str | None = None  # client certificates signed by these are asked for
+    verify_client: str = "require"  # with ca_certs: "require" or "optional"
+    tls_handshake_timeout: float = 10.0
+
     status_path: str | None = None
     metrics_path: str | None = None
     status_allow: tuple[str, ...] = ()
@@ -148,10 +168,24 @@ class Config:
             from asyncmpm.logformat import compile_format
 
             compile_format(self.access_log_format, str)  # raises ConfigError("LogFormat")
+        if self.keyfile and not self.certfile:
+            raise ConfigError("SSLCertificateKeyFile", "needs SSLCertificateFile (--certfile)")
+        if self.ca_certs and not self.certfile:
+            raise ConfigError("SSLCACertificateFile", "needs SSLCertificateFile (--certfile)")
+        if self.verify_client not in ("require", "optional"):
+            raise ConfigError("SSLVerifyClient", "must be require or optional")
+        if not self.certfile and any(a.scheme == "https" for a in self.listen):
+            raise ConfigError("Listen", "an https listener needs SSLCertificateFile (--certfile)")
+        if self.tls_handshake_timeout <= 0:
+            raise ConfigError("TLSHandshakeTimeout", "must be more than 0")
         if self.metrics_path is not None and not self.metrics_path.startswith("/"):
             raise ConfigError("MetricsPath", "must start with '/'")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ConfigError("RootPath", "must start with '/' and not end with '/'")
+
+    def tls(self, address: ListenAddress) -> bool:
+        """Whether this listener speaks TLS."""
+        return address.scheme == "https" or (address.scheme is None and bool(self.certfile))
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

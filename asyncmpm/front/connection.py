@@ -18,8 +18,9 @@ import anyio
 
 from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
+from asyncmpm.front.request_head import build_request_head
 from asyncmpm.ipc.frames import FrameType, encode
-from asyncmpm.ipc.messages import RequestHead, ResponseHead
+from asyncmpm.ipc.messages import ResponseHead
 from asyncmpm.protocol.events import (
     Body,
     ConnectionClosed,
@@ -29,10 +30,12 @@ from asyncmpm.protocol.events import (
     Request,
 )
 from asyncmpm.protocol.http1 import HTTP1Connection
+from asyncmpm.protocol.http2 import PREFACE
 from asyncmpm.streams import ByteStream
 
 if TYPE_CHECKING:
     from asyncmpm.front.context import FrontContext
+    from asyncmpm.front.multiplexed import HTTP2Front
 
 __all__ = ["Connection"]
 
@@ -41,6 +44,7 @@ _BODY_END = encode(FrameType.BODY_END)
 _BODY_GONE = encode(FrameType.BODY_END, b"!")
 _ABORT = encode(FrameType.ABORT)
 _DISCARD_LIMIT = 1024 * 1024  # unread body we still read past to keep the connection
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 
 
 class _Closed(Exception):
@@ -71,6 +75,8 @@ class Connection:
         self.served = 0
         self.idle = True
         self.idle_scope: anyio.CancelScope | None = None
+        self.h2: HTTP2Front | None = None
+        self.protocol = ""  # http/1.1, h2 or h2c once known
         self.remote_addr = str(remote[0]) if isinstance(remote, tuple) else "127.0.0.1"
         self.remote_port = str(remote[1]) if isinstance(remote, tuple) else "0"
         self.local_addr = str(local[0]) if isinstance(local, tuple) else "127.0.0.1"
@@ -78,7 +84,19 @@ class Connection:
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
+        metrics = self.ctx.metrics
         try:
+            tls = self.stream.tls
+            if tls is not None and tls.alpn == "h2":
+                await self._run_http2("h2")
+                return
+            if tls is None and self.ctx.config.http2:
+                preface = await self._sniff_preface()
+                if preface is not None:
+                    await self._run_http2("h2c", initial=preface)
+                    return
+            self.protocol = "http/1.1"
+            metrics.connection_opened(self.protocol)
             while True:
                 event = await self._next_head_event()
                 if event is None:
@@ -87,6 +105,11 @@ class Connection:
                     await self._send_error(event.status, event.reason)
                     return
                 if isinstance(event, Request):
+                    settings = self._h2c_upgrade(event)
+                    if settings is not None:
+                        await self.stream.send(_SWITCHING)
+                        await self._run_http2("h2c", upgrade=(settings, event))
+                        return
                     self.idle = False
                     keep = await self._serve(event)
                     self.idle = True
@@ -103,12 +126,81 @@ class Connection:
             self.ctx.log.exception("error while serving a connection", client=self.remote_addr)
             return
         finally:
+            if self.protocol:
+                metrics.connection_closed(self.protocol)
             await self.stream.aclose()
 
     def close_if_idle(self) -> None:
-        """Server stopping: end an idle keep-alive wait now."""
-        if self.idle and self.idle_scope is not None:
+        """Server stopping: end an idle keep-alive wait now (HTTP/2: send GOAWAY)."""
+        if self.h2 is not None:
+            self.h2.close_if_idle()
+        elif self.idle and self.idle_scope is not None:
             self.idle_scope.cancel()
+
+    async def _run_http2(self, protocol: str, initial: bytes = b"",
+                         upgrade: tuple[bytes, Request] | None = None) -> None:
+        from asyncmpm.front.multiplexed import HTTP2Front
+
+        metrics = self.ctx.metrics
+        if self.protocol:
+            metrics.connection_closed(self.protocol)  # an upgrade: it was HTTP/1.1
+        self.protocol = protocol
+        metrics.connection_opened(protocol)
+        self.h2 = HTTP2Front(self.stream, self.ctx, self, initial=initial, upgrade=upgrade)
+        await self.h2.run()
+
+    def _h2c_upgrade(self, request: Request) -> bytes | None:
+        """The HTTP2-Settings of an ``Upgrade: h2c`` request we take up, else None.
+
+        Only a request without a body and with nothing pipelined behind it is upgraded (the
+        RFC leaves the choice to the server): its reply then comes as stream 1 over HTTP/2.
+        """
+        if not self.ctx.config.http2 or self.stream.tls is not None or request.has_body:
+            return None
+        upgrade = connection = b""
+        settings: list[bytes] = []
+        for name, value in request.headers:
+            if name == b"upgrade":
+                upgrade += b"," + value.lower()
+            elif name == b"connection":
+                connection += b"," + value.lower()
+            elif name == b"http2-settings":
+                settings.append(value)
+        if b"h2c" not in {t.strip() for t in upgrade.split(b",")} or len(settings) != 1:
+            return None
+        if b"upgrade" not in {t.strip() for t in connection.split(b",")}:
+            return None
+        rest = [e for e in self.pending if not isinstance(e, EndBody)]
+        if rest or self.proto.has_buffered_input():
+            return None  # pipelined requests behind it: stay on HTTP/1.1
+        self.pending.clear()
+        return settings[0]
+
+    async def _sniff_preface(self) -> bytes | None:
+        """HTTP/2 with prior knowledge starts with the connection preface; anything else is
+        HTTP/1.1, and the bytes read go to its parser (None then)."""
+        data = b""
+        rrt = self.ctx.config.request_read_timeout
+        with anyio.move_on_after(rrt.header_max or rrt.header_timeout) as scope:
+            self.idle_scope = scope  # a stopping server closes a silent connection at once
+            if self.ctx.stopping:
+                scope.cancel()
+            while len(data) < len(PREFACE) and PREFACE.startswith(data):
+                try:
+                    chunk = await self.stream.receive(_RECV)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    chunk = b""
+                if not chunk:
+                    break
+                data += chunk
+        self.idle_scope = None
+        if data.startswith(PREFACE):
+            return data
+        if data:
+            self.pending.extend(self.proto.receive_data(data))
+        else:
+            self.eof = True
+        return None
 
     async def _receive(self) -> None:
         """Read once from the client and feed the protocol."""
@@ -198,7 +290,8 @@ class Connection:
         status = 0
         sent_body = 0
         try:
-            head_frame = encode(FrameType.REQUEST, self._request_head(request).encode())
+            head_frame = encode(FrameType.REQUEST,
+                                build_request_head(ctx, self, request, self.stream.tls).encode())
             if not request.has_body:
                 exchange.body_done = True
                 await slot.send(head_frame)
@@ -245,40 +338,6 @@ class Connection:
         if exchange.body_error is not None:
             return False
         return await self._finish_body(exchange)
-
-    def _request_head(self, request: Request) -> RequestHead:
-        ctx = self.ctx
-        host = b""
-        for name, value in request.headers:
-            if name == b"host":
-                host = value
-                break
-        server_name, server_port = _split_host(host, self.local_addr, self.local_port)
-        if ctx.config.server_name and not host:
-            server_name = ctx.config.server_name.encode()
-        if request.chunked:
-            body = b"c"
-        elif request.content_length:
-            body = b"l"
-        else:
-            body = b""
-        return RequestHead(
-            method=request.method,
-            path=request.path,
-            query=request.query,
-            protocol=b"HTTP/" + request.http_version.encode(),
-            scheme=b"http",
-            remote_addr=self.remote_addr.encode(),
-            remote_port=self.remote_port.encode(),
-            server_name=server_name,
-            server_port=server_port,
-            body=body,
-            content_length=b"%d" % request.content_length if request.content_length else b"",
-            expect_continue=request.expect_continue,
-            request_id=ctx.next_request_id(),
-            stats=ctx.stats(),
-            headers=request.headers,
-        )
 
     async def _forward(
         self, slot: SlotHandle, exchange: _Exchange, ws: object
@@ -484,16 +543,3 @@ class Connection:
             anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError
         ):
             await self.stream.send(data)
-
-
-def _split_host(host: bytes, local_addr: str, local_port: str) -> tuple[bytes, bytes]:
-    if not host:
-        return local_addr.encode(), local_port.encode()
-    if host.startswith(b"["):
-        end = host.find(b"]")
-        name = host[: end + 1]
-        port = host[end + 2 :] if host[end + 1 : end + 2] == b":" else b""
-    else:
-        name, _, port = host.partition(b":")
-    return name, port or local_port.encode()
-

@@ -17,6 +17,7 @@ from asyncmpm.dispatch.slot import SlotHandle
 from asyncmpm.logs import AccessEntry, AccessLog
 from asyncmpm.protocol.events import Request
 from asyncmpm.protocol.http1 import HTTP1Limits
+from asyncmpm.protocol.http2 import HTTP2Limits
 from asyncmpm.status.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from asyncmpm.status.metrics import RequestMetrics
 from asyncmpm.status.metrics import render as render_metrics
@@ -25,7 +26,7 @@ from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState, WorkerScore
 from asyncmpm.supervisor.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from asyncmpm.front.connection import Connection
+    from asyncmpm.front.request_head import Peer
 
 __all__ = ["VERSION", "FrontContext"]
 
@@ -73,6 +74,13 @@ class FrontContext:
             keep_alive_timeout=config.keep_alive_timeout,
             server_header=f"asyncmpm/{VERSION}".encode(),
         )
+        self.http2_limits = HTTP2Limits(
+            max_concurrent_streams=config.h2_max_session_streams,
+            initial_window_size=config.h2_window_size,
+            max_header_list_size=config.h2_max_header_list_size,
+            connection_window=max(config.h2_window_size * 16, 1024 * 1024),
+            server_header=f"asyncmpm/{VERSION}".encode(),
+        )
         self.status_path = config.status_path.encode() if config.status_path else None
         self.metrics_path = config.metrics_path.encode() if config.metrics_path else None
         self.status_allow = _LOOPBACK + tuple(
@@ -96,7 +104,7 @@ class FrontContext:
 
     # ------------------------------------------------------------------ scoreboard
     def slot_started(
-        self, slot: SlotHandle, conn: Connection, request: Request, t0: float
+        self, slot: SlotHandle, conn: Peer, request: Request, t0: float
     ) -> WorkerScore:
         child = slot.child
         child.busy += 1
@@ -139,7 +147,7 @@ class FrontContext:
 
     def log_access(
         self,
-        conn: Connection,
+        conn: Peer,
         request: Request,
         status: int,
         body_bytes: int,

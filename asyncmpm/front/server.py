@@ -15,6 +15,8 @@ import dataclasses
 import errno
 import math
 import os
+import socket
+import ssl
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -24,15 +26,16 @@ import anyio.abc
 import structlog
 
 from asyncmpm.child.app_loader import spec_for
-from asyncmpm.config.model import MPM, Config
+from asyncmpm.config.model import MPM, Config, ListenAddress
 from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.errors import AsyncMPMError, ConfigError
 from asyncmpm.front.connection import Connection
 from asyncmpm.front.context import VERSION, FrontContext
 from asyncmpm.logs import ErrorLog
-from asyncmpm.streams import ByteStream, accept
+from asyncmpm.streams import ByteStream, accept, accept_raw, open_tls
 from asyncmpm.supervisor.scoreboard import Scoreboard, ScoreboardSnapshot
 from asyncmpm.supervisor.supervisor import Supervisor
+from asyncmpm.tls import make_ssl_context
 
 __all__ = ["Server"]
 
@@ -73,6 +76,8 @@ class Server:
         self.log = structlog.get_logger("asyncmpm.server")
         self._ctx: FrontContext | None = None
         self._error_log: ErrorLog | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+        self._listener_addresses: list[ListenAddress] = []
         self._stop: anyio.Event | None = None
         self._stop_requested = False
         self._connections: set[Connection] = set()
@@ -220,6 +225,7 @@ class Server:
         for warning in self.warnings:
             self.log.warning(warning)
         try:
+            self._ssl_context = make_ssl_context(config)  # a bad certificate stops us here
             listeners = await self._bind()
         except BaseException:
             self._close_error_log()
@@ -232,8 +238,10 @@ class Server:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.supervisor.run)
                 async with anyio.create_task_group() as conn_tg:
-                    for listener in listeners:
-                        conn_tg.start_soon(self._accept_loop, listener, conn_tg)
+                    for listener, address in zip(listeners, self._listener_addresses,
+                                                 strict=True):
+                        conn_tg.start_soon(self._accept_loop, listener, conn_tg,
+                                           config.tls(address))
                     self.log.info(
                         f"{'AH00163' if config.mpm is MPM.PREFORK else 'AH00292'}: "
                         f"asyncmpm/{VERSION} ({config.mpm.value}) configured -- "
@@ -291,6 +299,7 @@ class Server:
                 for listener in multi.listeners:
                     assert isinstance(listener, anyio.abc.SocketListener)
                     listeners.append(listener)
+                    self._listener_addresses.append(address)
                     bound = listener.extra(anyio.abc.SocketAttribute.local_address)
                     assert isinstance(bound, tuple)
                     self.addresses.append((str(bound[0]), int(bound[1])))
@@ -301,17 +310,21 @@ class Server:
         return listeners
 
     async def _accept_loop(
-        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
+        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup, tls: bool
     ) -> None:
         assert self._accept_scope is not None
         with self._accept_scope:
-            await self._accept_forever(listener, tg)
+            await self._accept_forever(listener, tg, tls)
 
     async def _accept_forever(
-        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
+        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup, tls: bool
     ) -> None:
         while True:
             try:
+                if tls:
+                    raw, remote, local = await accept_raw(listener)
+                    tg.start_soon(self._handle_tls, raw, remote, local)
+                    continue
                 stream, remote, local = await accept(listener)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
@@ -325,6 +338,19 @@ class Server:
                 self.log.warning("accept failed", error=str(exc))
                 continue
             tg.start_soon(self._handle, stream, remote, local)
+
+    async def _handle_tls(self, raw: socket.socket | anyio.abc.SocketStream,
+                          remote: tuple[str, int], local: tuple[str, int]) -> None:
+        """The handshake runs in the connection's own task: a slow or failed one costs
+        only this connection."""
+        assert self._ssl_context is not None
+        try:
+            stream = await open_tls(raw, self._ssl_context, self.config.tls_handshake_timeout)
+        except (TimeoutError, OSError, ssl.SSLError, anyio.BrokenResourceError,
+                anyio.EndOfStream) as exc:
+            self.log.debug("TLS handshake failed", client=remote[0], error=repr(exc))
+            return
+        await self._handle(stream, remote, local)
 
     async def _handle(self, stream: ByteStream, remote: tuple[str, int],
                       local: tuple[str, int]) -> None:

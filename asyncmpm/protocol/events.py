@@ -1,6 +1,8 @@
-"""The events HTTP/1.1 (and later HTTP/2) turn bytes into, and the ones they turn into bytes.
+"""The events HTTP/1.1 and HTTP/2 turn bytes into, and the ones they turn into bytes.
 
-Every event carries a ``stream_id``: always 1 on HTTP/1.1, the stream on HTTP/2.
+Every event carries a ``stream_id``: always 1 on HTTP/1.1, the stream on HTTP/2. The last
+three (StreamReset, WindowOpened, GoAway) only HTTP/2 produces: multiplexing and flow control
+have no HTTP/1.1 counterpart.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ __all__ = [
     "EndBody",
     "EndResponse",
     "Event",
+    "GoAway",
     "InfoResponse",
     "Reject",
     "Request",
     "Response",
+    "StreamReset",
+    "WindowOpened",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -78,6 +83,31 @@ class ConnectionClosed:
     stream_id: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The client cancelled one stream (RST_STREAM); the others go on."""
+
+    stream_id: int
+    error_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOpened:
+    """Flow control lets more response data out (stream 0: the whole connection)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """The connection is ending: the client said so, or ``local``ly we broke it off."""
+
+    error_code: int
+    last_stream_id: int
+    local: bool = False
+    stream_id: int = 0
+
+
 # --- to the client ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class InfoResponse:
@@ -104,4 +134,4 @@ class EndResponse:
     stream_id: int
 
 
-Event = Request | Body | EndBody | Reject | ConnectionClosed
+Event = Request | Body | EndBody | Reject | ConnectionClosed | StreamReset | WindowOpened | GoAway

@@ -166,6 +166,10 @@ class HTTP1Connection:
         """True when no byte of a next request has arrived (idle keep-alive)."""
         return self._state is _State.HEAD and not self._buf.strip(b"\r\n") and not self._events
 
+    def has_buffered_input(self) -> bool:
+        """Bytes received beyond the events returned (a pipelined request, say)."""
+        return bool(self._buf.strip(b"\r\n")) or bool(self._events)
+
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes (``b""`` = the client closed its side); return the completed events."""
         if self._state is _State.DEAD:

@@ -70,6 +70,17 @@ class RequestMetrics:
     duration: _Histogram = field(default_factory=lambda: _Histogram(DURATION_BUCKETS))
     queue_wait: _Histogram = field(default_factory=lambda: _Histogram(WAIT_BUCKETS))
 
+    connections: dict[str, int] = field(default_factory=dict)  # by protocol, ever opened
+    open_connections: dict[str, int] = field(default_factory=dict)
+    h2_streams: int = 0
+
+    def connection_opened(self, protocol: str) -> None:
+        self.connections[protocol] = self.connections.get(protocol, 0) + 1
+        self.open_connections[protocol] = self.open_connections.get(protocol, 0) + 1
+
+    def connection_closed(self, protocol: str) -> None:
+        self.open_connections[protocol] -= 1
+
     def observe(self, status: int, body_bytes: int, seconds: float) -> None:
         klass = f"{status // 100}xx"
         self.requests[klass] = self.requests.get(klass, 0) + 1
@@ -121,6 +132,18 @@ class _Collector(Collector):
             sent.add_metric([klass], self.requests.bytes[klass])
         yield requests
         yield sent
+        opened = CounterMetricFamily("asyncmpm_connections", "Client connections accepted, "
+                                     "by protocol (http/1.1, h2 over TLS, h2c).",
+                                     labels=["protocol"])
+        current = GaugeMetricFamily("asyncmpm_open_connections", "Client connections open "
+                                    "now, by protocol.", labels=["protocol"])
+        for protocol in sorted(self.requests.connections):
+            opened.add_metric([protocol], self.requests.connections[protocol])
+            current.add_metric([protocol], self.requests.open_connections[protocol])
+        yield opened
+        yield current
+        yield CounterMetricFamily("asyncmpm_http2_streams", "HTTP/2 streams (requests) "
+                                  "received.", value=self.requests.h2_streams)
         yield self.requests.duration.family("asyncmpm_request_duration_seconds",
                                             "Time from request head to the end of the response.")
         yield self.requests.queue_wait.family("asyncmpm_queue_wait_seconds",

@@ -1,0 +1,439 @@
+"""One task per HTTP/2 connection, one task per stream: each stream is a request for a slot.
+
+The connection task reads, feeds the sans-IO :class:`HTTP2Connection` and hands events to
+stream tasks; every stream is dispatched, queued, timed and logged like an HTTP/1.1 request,
+so a page's 50 resources over one connection use up to 50 slots at once. Flow control is the
+backpressure in both directions: a request body is acknowledged to the client only once the
+child has taken it, and response data leaves only within the client's window, so a client
+that stops reading holds at most a window of data here, never a response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import h2.errors
+
+from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
+from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
+from asyncmpm.front.request_head import build_request_head
+from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.ipc.messages import ResponseHead
+from asyncmpm.protocol.events import (
+    Body,
+    EndBody,
+    Event,
+    GoAway,
+    Request,
+    StreamReset,
+    WindowOpened,
+)
+from asyncmpm.protocol.http2 import HTTP2Connection
+from asyncmpm.streams import ByteStream
+
+if TYPE_CHECKING:
+    from asyncmpm.front.context import FrontContext
+
+__all__ = ["HTTP2Front"]
+
+_RECV = 65536
+_BODY_END = encode(FrameType.BODY_END)
+_BODY_GONE = encode(FrameType.BODY_END, b"!")
+_ABORT = encode(FrameType.ABORT)
+_Codes = h2.errors.ErrorCodes
+
+
+class _ConnectionLost(Exception):
+    """The client stopped reading or went away: every stream of the connection ends."""
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    request: Request
+    body: deque[bytes] = field(default_factory=deque)
+    body_ended: bool = False
+    arrived: anyio.Event = field(default_factory=anyio.Event)  # body data or its end
+    window: anyio.Event = field(default_factory=anyio.Event)  # flow control opened
+    reset: bool = False  # the client cancelled it
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    @property
+    def id(self) -> int:
+        return self.request.stream_id
+
+    def wake(self) -> None:
+        self.arrived.set()
+        self.arrived = anyio.Event()
+
+    def wake_window(self) -> None:
+        self.window.set()
+        self.window = anyio.Event()
+
+
+class HTTP2Front:
+    """The front loop's side of one HTTP/2 connection (TLS with ALPN h2, or h2c)."""
+
+    def __init__(self, stream: ByteStream, ctx: FrontContext, peer: object, *,
+                 initial: bytes = b"", upgrade: tuple[bytes, Request] | None = None) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.remote_addr: str = getattr(peer, "remote_addr")  # noqa: B009 - a Peer
+        self.remote_port: str = getattr(peer, "remote_port")  # noqa: B009
+        self.local_addr: str = getattr(peer, "local_addr")  # noqa: B009
+        self.local_port: str = getattr(peer, "local_port")  # noqa: B009
+        self.proto = HTTP2Connection(ctx.http2_limits)
+        self.streams: dict[int, _Stream] = {}
+        self.tasks = 0  # stream tasks alive, including reset ones still draining a child
+        self._initial = initial
+        self._upgrade = upgrade
+        self._send_lock = anyio.Lock()
+        self._read_scope: anyio.CancelScope | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.tasks == 0
+
+    # ------------------------------------------------------------------ connection
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                with contextlib.suppress(_ConnectionLost):
+                    await self._run()
+                tg.cancel_scope.cancel()  # streams still running have lost their client
+        except Exception:
+            # A bug must cost this connection only, never the server.
+            self.ctx.log.exception("error while serving an HTTP/2 connection",
+                                   client=self.remote_addr)
+
+    async def _run(self) -> None:
+        proto = self.proto
+        if self._upgrade is not None:
+            settings, request = self._upgrade
+            self._dispatch(proto.initiate_upgrade(settings, request))
+        else:
+            proto.initiate()
+        if self._initial:
+            self._dispatch(proto.receive_data(self._initial))
+        await self._flush()
+        ctx = self.ctx
+        while True:
+            if ctx.stopping and not proto.closed:
+                proto.goaway()
+                await self._flush()
+            if proto.closed and self.idle:
+                return
+            deadline = (anyio.current_time() + ctx.config.keep_alive_timeout
+                        if self.idle and not proto.closed else float("inf"))
+            with anyio.CancelScope(deadline=deadline) as scope:
+                self._read_scope = scope
+                try:
+                    data = await self.stream.receive(_RECV)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    data = b""
+            self._read_scope = None
+            if scope.cancelled_caught:
+                if self.idle and not proto.closed:  # KeepAliveTimeout with no stream open
+                    proto.goaway()
+                    await self._flush()
+                    return
+                continue
+            if not data:
+                raise _ConnectionLost
+            self._dispatch(proto.receive_data(data))
+            await self._flush()
+            if proto.error is not None:
+                ctx.log.info("HTTP/2 connection closed by a protocol error or limit",
+                             client=self.remote_addr, error=proto.error)
+                raise _ConnectionLost
+
+    def close_if_idle(self) -> None:
+        """Server stopping: wake the reader so it sends GOAWAY; open streams finish."""
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        assert self._tg is not None
+        for event in events:
+            if isinstance(event, Request):
+                if self.tasks >= 2 * self.ctx.http2_limits.max_concurrent_streams:
+                    # Streams reset by the client while their children still run: the
+                    # rapid-reset attack. It may not cost more than twice the stream limit.
+                    self.proto.fail(_Codes.ENHANCE_YOUR_CALM, "rapid reset: too many "
+                                    "cancelled streams still running")
+                    return
+                self.ctx.metrics.h2_streams += 1
+                new = _Stream(event)
+                self.streams[event.stream_id] = new
+                self.tasks += 1
+                self._tg.start_soon(self._stream_task, new)
+                continue
+            if isinstance(event, GoAway):
+                continue  # the client leaves: streams it sent still finish, then we close
+            if isinstance(event, WindowOpened) and event.stream_id == 0:
+                for each in self.streams.values():
+                    each.wake_window()
+                continue
+            st = self.streams.get(event.stream_id)
+            if st is None:
+                continue
+            if isinstance(event, Body):
+                st.body.append(event.data)
+                st.wake()
+            elif isinstance(event, EndBody):
+                st.body_ended = True
+                st.wake()
+            elif isinstance(event, StreamReset):
+                st.reset = True
+                st.scope.cancel()
+                st.wake()
+                st.wake_window()
+            elif isinstance(event, WindowOpened):
+                st.wake_window()
+
+    async def _flush(self) -> None:
+        """Send what h2 has queued; a client not reading for Timeout loses the connection."""
+        async with self._send_lock:
+            data = self.proto.data_to_send()
+            if not data:
+                return
+            try:
+                with anyio.fail_after(self.ctx.config.timeout):
+                    await self.stream.send(data)
+            except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                    OSError):
+                raise _ConnectionLost from None
+
+    # ------------------------------------------------------------------ streams
+    async def _stream_task(self, st: _Stream) -> None:
+        assert self._tg is not None
+        try:
+            await self._serve(st)
+        except* _ConnectionLost:
+            self._tg.cancel_scope.cancel()  # the client is gone: every stream ends
+        except* Exception:
+            self.ctx.log.exception("error while serving an HTTP/2 stream",
+                                   client=self.remote_addr, stream=st.id)
+            self.proto.reset(st.id, _Codes.INTERNAL_ERROR)
+            with contextlib.suppress(_ConnectionLost):
+                await self._flush()
+        finally:
+            self.tasks -= 1
+            self.streams.pop(st.id, None)
+            if self.idle and self._read_scope is not None and (
+                    self.proto.closed or self.ctx.stopping):
+                self._read_scope.cancel()  # the last stream after GOAWAY: close now
+
+    async def _serve(self, st: _Stream) -> None:
+        ctx = self.ctx
+        request = st.request
+        t0 = time.time()
+        if ctx.status_path is not None and request.path == ctx.status_path:
+            await self._answer_front(st, *ctx.status_page(request, self.remote_addr,
+                                                          self.local_addr), t0)
+            return
+        if ctx.metrics_path is not None and request.path == ctx.metrics_path:
+            await self._answer_front(st, *ctx.metrics_page(request, self.remote_addr), t0)
+            return
+        queued = ctx.dispatcher.idle == 0
+        slot: SlotHandle | None = None
+        with st.scope:
+            try:
+                slot = await ctx.dispatcher.acquire(ctx.config.timeout)
+            except (QueueFull, QueueTimeout):
+                body = b"every slot is busy; try again\n"
+                await self._answer_front(st, 503, [(b"content-type", b"text/plain"),
+                                                   (b"retry-after", b"1")], body, t0)
+                return
+        if slot is None:  # reset while it waited for a slot
+            return
+        if queued:
+            ctx.metrics.queue_wait.observe(time.time() - t0)
+        ws = ctx.slot_started(slot, self, request, t0)
+        status, sent, reusable, headers = 0, 0, False, list[tuple[bytes, bytes]]()
+        try:
+            head = build_request_head(ctx, self, request, self.stream.tls)
+            await slot.send(encode(FrameType.REQUEST, head.encode()))
+            async with anyio.create_task_group() as tg:
+                if request.has_body:
+                    tg.start_soon(self._pump, slot, st)
+                status, sent, reusable, headers = await self._forward(slot, st)
+                tg.cancel_scope.cancel()
+        except SlotClosed:
+            reusable = False
+            ctx.supervisor.slot_lost(slot)
+            if status == 0 and not st.reset:
+                status = 502
+                await self._answer_error(st, 502, "The child serving this request exited.")
+            elif not st.reset:
+                self.proto.reset(st.id, _Codes.INTERNAL_ERROR)
+                await self._flush()
+        finally:
+            ctx.slot_finished(slot, ws, status, sent, t0, reusable=reusable)
+            ctx.log_access(self, request, status, sent, t0, slot, headers)
+
+    async def _forward(self, slot: SlotHandle, st: _Stream
+                       ) -> tuple[int, int, bool, list[tuple[bytes, bytes]]]:
+        """Relay the child's response into the stream (status, body bytes, reusable, headers).
+
+        Waiting on the child past Timeout is a hung child (504, or RST_STREAM once the
+        response started); waiting on the client's window past Timeout gives up the stream.
+        After a reset the child is told to ABORT and its reply drained, keeping the slot.
+        """
+        ctx = self.ctx
+        proto = self.proto
+        timeout = ctx.config.timeout
+        status = sent = 0
+        headers: list[tuple[bytes, bytes]] = []
+        started = gone = False
+        while True:
+            with anyio.CancelScope(deadline=anyio.current_time() + timeout) as wait:
+                st.scope = wait  # a reset cancels the wait: the child is told at once
+                if st.reset:
+                    wait.cancel()
+                kind, payload = await slot.recv()
+            if wait.cancelled_caught and st.reset and not gone:
+                gone = True
+                with contextlib.suppress(SlotClosed):
+                    await slot.send(_ABORT)
+                continue
+            if wait.cancelled_caught:
+                ctx.supervisor.slot_hung(slot)
+                if gone or st.reset:
+                    pass
+                elif not started:
+                    await self._answer_error(st, 504, "The application did not answer within "
+                                             f"Timeout ({timeout:g} s).")
+                    return 504, 0, False, headers
+                else:
+                    proto.reset(st.id, _Codes.INTERNAL_ERROR)
+                    await self._flush()
+                return status or 504, sent, False, headers
+            if st.reset and not gone:
+                gone = True
+                with contextlib.suppress(SlotClosed):
+                    await slot.send(_ABORT)
+            if kind == FrameType.START:
+                head = ResponseHead.decode(payload)
+                status, headers, started = head.status, head.headers, True
+                if not gone:
+                    proto.start_response(st.id, head.status, head.headers)
+                    if not slot.has_buffered():  # else it goes out with the body, one write
+                        await self._flush()
+            elif kind == FrameType.DATA:
+                if not gone:
+                    sent += len(payload)
+                    if not await self._send_data(st, payload, flush=not slot.has_buffered()):
+                        gone = True
+                        with contextlib.suppress(SlotClosed):
+                            await slot.send(_ABORT)
+            elif kind == FrameType.END:
+                if not gone:
+                    proto.end_response(st.id)
+                    await self._flush()
+                return status, sent, True, headers
+            elif kind == FrameType.FAILED:
+                ctx.supervisor.log.error("response failed mid-stream", pid=slot.child.pid,
+                                         slot=slot.child.index)
+                if not gone:
+                    proto.reset(st.id, _Codes.INTERNAL_ERROR)
+                    await self._flush()
+                return status or 500, sent, True, headers
+            elif kind == FrameType.CONTINUE and not gone and not started \
+                    and not st.body_ended:
+                proto.informational(st.id, 100)
+                await self._flush()
+
+    async def _send_data(self, st: _Stream, data: bytes, *, flush: bool = True) -> bool:
+        """Send within the client's windows; False if the stream is gone or stalled.
+
+        Without ``flush`` the last piece may stay queued for the caller's next flush."""
+        view = memoryview(data)
+        timeout = self.ctx.config.timeout
+        while view:
+            if st.reset:
+                return False
+            room = self.proto.window(st.id)
+            if room < 0:
+                return False
+            if room == 0:
+                await self._flush()
+                waiter = st.window
+                with anyio.move_on_after(timeout) as stall:
+                    await waiter.wait()
+                if stall.cancelled_caught:  # a zero-window stall: give the stream up
+                    self.proto.reset(st.id, _Codes.CANCEL)
+                    await self._flush()
+                    return False
+                continue
+            chunk, view = view[:room], view[room:]
+            self.proto.send_body(st.id, bytes(chunk))
+            if view or flush:
+                await self._flush()
+        return True
+
+    async def _pump(self, slot: SlotHandle, st: _Stream) -> None:
+        """The request body to the child, acknowledged to the client as the child takes it."""
+        rrt = self.ctx.config.request_read_timeout
+        start = anyio.current_time()
+        received = 0
+        try:
+            while True:
+                while st.body:
+                    chunk = st.body.popleft()
+                    await slot.send(encode(FrameType.BODY, chunk))
+                    received += len(chunk)
+                    self.proto.consumed(st.id, len(chunk))
+                    await self._flush()
+                if st.body_ended:
+                    await slot.send(_BODY_END)
+                    return
+                if st.reset:
+                    await slot.send(_BODY_GONE)
+                    return
+                deadline = start + rrt.body_timeout
+                if rrt.body_min_rate:
+                    deadline += received / rrt.body_min_rate
+                waiter = st.arrived
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    await waiter.wait()
+                if scope.cancelled_caught and not st.body and not st.body_ended:
+                    # mod_reqtimeout's body stage: the client is too slow; end the stream.
+                    await slot.send(_BODY_GONE)
+                    self.proto.reset(st.id, _Codes.CANCEL)
+                    st.reset = True
+                    await self._flush()
+                    return
+        except SlotClosed:
+            return
+
+    # ------------------------------------------------------------------ front-answered
+    async def _answer_front(self, st: _Stream, status: int, headers: list[tuple[bytes, bytes]],
+                            body: bytes, t0: float) -> None:
+        if st.reset:
+            return
+        proto = self.proto
+        proto.start_response(st.id, status, [*headers, (b"content-length", b"%d" % len(body))],
+                             end=not body)
+        await self._flush()
+        if body:
+            await self._send_data(st, body)
+            proto.end_response(st.id)
+            await self._flush()
+        self.ctx.log_access(self, st.request, status, len(body), t0, None)
+
+    async def _answer_error(self, st: _Stream, status: int, message: str) -> None:
+        body = f"{message}\n".encode()
+        self.proto.start_response(st.id, status, [(b"content-type", b"text/plain"),
+                                                  (b"content-length", b"%d" % len(body))])
+        await self._flush()
+        if await self._send_data(st, body):
+            self.proto.end_response(st.id)
+            await self._flush()
