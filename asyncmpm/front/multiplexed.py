@@ -61,6 +61,9 @@ class _Stream:
     arrived: anyio.Event = field(default_factory=anyio.Event)  # body data or its end
     window: anyio.Event = field(default_factory=anyio.Event)  # flow control opened
     reset: bool = False  # the client cancelled it
+    status: int = 0  # what the access log and the scoreboard record
+    sent: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
     @property
@@ -257,31 +260,36 @@ class HTTP2Front:
         if queued:
             ctx.metrics.queue_wait.observe(time.time() - t0)
         ws = ctx.slot_started(slot, self, request, t0)
-        status, sent, reusable, headers = 0, 0, False, list[tuple[bytes, bytes]]()
+        reusable = False
         try:
             head = build_request_head(ctx, self, request, self.stream.tls)
             await slot.send(encode(FrameType.REQUEST, head.encode()))
+            failure: SlotClosed | None = None
             async with anyio.create_task_group() as tg:
                 if request.has_body:
                     tg.start_soon(self._pump, slot, st)
-                status, sent, reusable, headers = await self._forward(slot, st)
+                try:
+                    reusable = await self._forward(slot, st)
+                except SlotClosed as exc:
+                    failure = exc  # raised in here it would reach us wrapped in a group
                 tg.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
         except SlotClosed:
             reusable = False
             ctx.supervisor.slot_lost(slot)
-            if status == 0 and not st.reset:
-                status = 502
+            if st.status == 0 and not st.reset:
+                st.status = 502
                 await self._answer_error(st, 502, "The child serving this request exited.")
             elif not st.reset:
                 self.proto.reset(st.id, _Codes.INTERNAL_ERROR)
                 await self._flush()
         finally:
-            ctx.slot_finished(slot, ws, status, sent, t0, reusable=reusable)
-            ctx.log_access(self, request, status, sent, t0, slot, headers)
+            ctx.slot_finished(slot, ws, st.status, st.sent, t0, reusable=reusable)
+            ctx.log_access(self, request, st.status, st.sent, t0, slot, st.headers)
 
-    async def _forward(self, slot: SlotHandle, st: _Stream
-                       ) -> tuple[int, int, bool, list[tuple[bytes, bytes]]]:
-        """Relay the child's response into the stream (status, body bytes, reusable, headers).
+    async def _forward(self, slot: SlotHandle, st: _Stream) -> bool:
+        """Relay the child's response into the stream; True if the slot can be reused.
 
         Waiting on the child past Timeout is a hung child (504, or RST_STREAM once the
         response started); waiting on the client's window past Timeout gives up the stream.
@@ -290,8 +298,6 @@ class HTTP2Front:
         ctx = self.ctx
         proto = self.proto
         timeout = ctx.config.timeout
-        status = sent = 0
-        headers: list[tuple[bytes, bytes]] = []
         started = gone = False
         while True:
             with anyio.CancelScope(deadline=anyio.current_time() + timeout) as wait:
@@ -309,27 +315,29 @@ class HTTP2Front:
                 if gone or st.reset:
                     pass
                 elif not started:
+                    st.status = 504
                     await self._answer_error(st, 504, "The application did not answer within "
                                              f"Timeout ({timeout:g} s).")
-                    return 504, 0, False, headers
+                    return False
                 else:
                     proto.reset(st.id, _Codes.INTERNAL_ERROR)
                     await self._flush()
-                return status or 504, sent, False, headers
+                st.status = st.status or 504
+                return False
             if st.reset and not gone:
                 gone = True
                 with contextlib.suppress(SlotClosed):
                     await slot.send(_ABORT)
             if kind == FrameType.START:
                 head = ResponseHead.decode(payload)
-                status, headers, started = head.status, head.headers, True
+                st.status, st.headers, started = head.status, head.headers, True
                 if not gone:
                     proto.start_response(st.id, head.status, head.headers)
                     if not slot.has_buffered():  # else it goes out with the body, one write
                         await self._flush()
             elif kind == FrameType.DATA:
                 if not gone:
-                    sent += len(payload)
+                    st.sent += len(payload)
                     if not await self._send_data(st, payload, flush=not slot.has_buffered()):
                         gone = True
                         with contextlib.suppress(SlotClosed):
@@ -338,14 +346,15 @@ class HTTP2Front:
                 if not gone:
                     proto.end_response(st.id)
                     await self._flush()
-                return status, sent, True, headers
+                return True
             elif kind == FrameType.FAILED:
                 ctx.supervisor.log.error("response failed mid-stream", pid=slot.child.pid,
                                          slot=slot.child.index)
                 if not gone:
                     proto.reset(st.id, _Codes.INTERNAL_ERROR)
                     await self._flush()
-                return status or 500, sent, True, headers
+                st.status = st.status or 500
+                return True
             elif kind == FrameType.CONTINUE and not gone and not started \
                     and not st.body_ended:
                 proto.informational(st.id, 100)

@@ -20,6 +20,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from asyncmpm.protocol.events import (
     Body,
@@ -99,6 +100,8 @@ class HTTP2Connection:
         self.error: str | None = None  # why we closed, for the log
         self.bytes_received = 0
         self._scan = _FrameScanner(limits, clock)
+        self._out = bytearray()  # frames we wrote ourselves, ahead of h2's
+        self._last_stream = 2**31 - 1  # after a graceful GOAWAY: the last stream served
 
     # ------------------------------------------------------------------ starting
     def initiate(self) -> None:
@@ -169,6 +172,9 @@ class HTTP2Connection:
 
     def _request(self, ev: h2.events.RequestReceived) -> list[Event]:
         assert ev.headers is not None
+        if ev.stream_id > self._last_stream:  # sent before it saw our GOAWAY
+            self.h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return []
         pseudo: dict[bytes, bytes] = {}
         headers: list[tuple[bytes, bytes]] = []
         cookies: list[bytes] = []
@@ -221,6 +227,9 @@ class HTTP2Connection:
 
     # ------------------------------------------------------------------ output
     def data_to_send(self) -> bytes:
+        if self._out:
+            out, self._out = bytes(self._out) + self.h2.data_to_send(), bytearray()
+            return out
         return self.h2.data_to_send()
 
     def consumed(self, stream_id: int, size: int) -> None:
@@ -271,12 +280,18 @@ class HTTP2Connection:
     def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
         self._safe(self.h2.reset_stream, stream_id, code)
 
-    def goaway(self, code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
-        """Graceful: no stream above the last one seen will be served."""
+    def goaway(self) -> None:
+        """Graceful: no stream above the last one seen will be served; open ones finish.
+
+        The frame is written here rather than by h2, whose state machine would refuse the
+        frames (WINDOW_UPDATE, SETTINGS ACK...) those streams still need after it.
+        """
         if not self.closed:
             self.closed = True
-            self.h2.close_connection(error_code=code,
-                                     last_stream_id=self.h2.highest_inbound_stream_id)
+            self._last_stream = self.h2.highest_inbound_stream_id
+            self._out += self.h2.data_to_send()
+            self._out += GoAwayFrame(0, last_stream_id=self._last_stream,
+                                     error_code=0).serialize()
 
     def stream_open(self, stream_id: int) -> bool:
         stream = self.h2.streams.get(stream_id)
