@@ -26,6 +26,11 @@ __all__ = ["AnyioStream", "AsyncioStream", "ByteStream", "TLSInfo", "accept", "a
 _HIGH_WATER = 256 * 1024  # bytes read ahead of the reader before reading pauses
 
 
+_DN_NAMES = {"commonName": "CN", "organizationalUnitName": "OU", "organizationName": "O",
+             "localityName": "L", "stateOrProvinceName": "ST", "countryName": "C",
+             "emailAddress": "emailAddress", "domainComponent": "DC"}
+
+
 @dataclass(frozen=True, slots=True)
 class TLSInfo:
     """What a TLS connection negotiated; the child sees it as HTTPS/SSL_* variables."""
@@ -42,7 +47,8 @@ class TLSInfo:
         cert = obj.getpeercert()
         subject = None
         if cert and cert.get("subject"):
-            subject = ",".join(f"{k}={v}" for rdn in reversed(cert["subject"])
+            # RFC 2253 order and short names, as mod_ssl's SSL_CLIENT_S_DN.
+            subject = ",".join(f"{_DN_NAMES.get(k, k)}={v}" for rdn in reversed(cert["subject"])
                                for k, v in rdn)
         cipher = obj.cipher()
         return cls(obj.selected_alpn_protocol(), obj.version() or "",

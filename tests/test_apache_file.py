@@ -42,7 +42,7 @@ def test_debian_apache2_conf_loads_with_notices() -> None:
     assert config.max_keep_alive_requests == 100
     assert config.keep_alive_timeout == 5
     assert config.log_level == "warn"
-    assert [str(a) for a in config.listen] == ["0.0.0.0:80"]  # from ports.conf via Include
+    assert [str(a) for a in config.listen] == ["http://0.0.0.0:80"]  # from ports.conf via Include
     assert any("AH00111" in n and "APACHE_RUN_DIR" in n for n in notices)
     ignored = [n for n in notices if "is ignored" in n]
     assert any(n.startswith("Require ") for n in ignored)
@@ -72,7 +72,7 @@ def test_syntax(tmp_path: Path) -> None:
     )
     notices: list[str] = []
     config = load_config(main, Config(), notices=notices)
-    assert [str(a) for a in config.listen] == ["127.0.0.1:9090"]
+    assert [str(a) for a in config.listen] == ["http://127.0.0.1:9090"]
     assert config.timeout == 42
     assert config.max_request_workers == 12
     assert config.threads_per_child is None
@@ -145,7 +145,7 @@ def test_cli_configtest_reads_the_file(tmp_path: Path) -> None:
 def test_example_config(mpm: str) -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "httpd.conf"
     config, _ = parse_command(["--config", str(example), "--mpm", mpm])
-    assert [str(a) for a in config.listen] == ["127.0.0.1:8080"]
+    assert [str(a) for a in config.listen] == ["http://127.0.0.1:8080"]
     assert config.status_path == "/server-status"
     assert config.app == "examples/hello_app.py"
     limits, warnings = config.limits()
@@ -174,4 +174,37 @@ def test_log_directives(tmp_path: Path) -> None:
     assert [n.split()[0] for n in notices] == ["CustomLog", "ErrorLog"]
     path.write_text("\n" 'LogFormat "%h %Y" broken\n')
     with pytest.raises(ConfigError, match=rf"{path}:2: LogFormat: unrecognized"):
+        load_config(path, Config())
+
+
+def test_tls_and_http2_directives(tmp_path: Path) -> None:
+    path = tmp_path / "ssl.conf"
+    path.write_text(
+        f"ServerRoot {tmp_path}\n"
+        "Listen 127.0.0.1:8443 https\n"
+        "Listen 127.0.0.1:8080\n"
+        "SSLEngine on\n"
+        "SSLCertificateFile certs/server.pem\n"
+        "SSLCertificateKeyFile /etc/ssl/private/server.key\n"
+        "SSLCACertificateFile certs/ca.pem\n"
+        "SSLVerifyClient optional\n"
+        "Protocols http/1.1\n"
+        "H2MaxSessionStreams 50\n"
+        "H2WindowSize 131072\n"
+    )
+    config = load_config(path, Config())
+    assert [str(a) for a in config.listen] == ["https://127.0.0.1:8443",
+                                               "http://127.0.0.1:8080"]
+    assert config.certfile == str(tmp_path / "certs/server.pem")
+    assert config.keyfile == "/etc/ssl/private/server.key"
+    assert config.ca_certs == str(tmp_path / "certs/ca.pem")
+    assert config.verify_client == "optional"
+    assert config.http2 is False
+    assert (config.h2_max_session_streams, config.h2_window_size) == (50, 131072)
+    assert [config.tls(a) for a in config.listen] == [True, False]  # as httpd: by protocol
+    path.write_text("Listen 127.0.0.1:8443 https\n")
+    with pytest.raises(ConfigError, match=rf"{path}:1: Listen: an https listener needs"):
+        load_config(path, Config())
+    path.write_text("Protocols h2 h2c\n")
+    with pytest.raises(ConfigError, match="http/1.1"):
         load_config(path, Config())

@@ -436,3 +436,30 @@ async def test_failed_handshakes_cost_only_their_connection(
                 with anyio.fail_after(10), pytest.raises(
                         (anyio.EndOfStream, anyio.BrokenResourceError)):
                     await silent.receive()
+
+
+async def test_client_certificates(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    ca_pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    client_cert = ca.issue_cert("alice@example.com", common_name="alice")
+    with_cert = ssl.create_default_context()
+    ca.configure_trust(with_cert)
+    client_cert.configure_cert(with_cert)
+    without = ssl.create_default_context()
+    ca.configure_trust(without)
+    async with serving(certfile=str(server_pem), ca_certs=str(ca_pem)) as server:
+        async with httpx.AsyncClient(http2=True, verify=with_cert) as c:
+            r = await c.get(f"{url(server, 'https')}/environ")
+            assert r.json()["SSL_CLIENT_S_DN"].startswith("CN=alice,OU=")
+        with pytest.raises(httpx.HTTPError):  # SSLVerifyClient require
+            async with httpx.AsyncClient(http2=True, verify=without) as c:
+                await c.get(f"{url(server, 'https')}/hello")
+    async with serving(certfile=str(server_pem), ca_certs=str(ca_pem),
+                       verify_client="optional") as server, \
+            httpx.AsyncClient(http2=True, verify=without) as c:
+        env = (await c.get(f"{url(server, 'https')}/environ")).json()
+        assert "SSL_CLIENT_S_DN" not in env
+        assert env["HTTPS"] == "on"

@@ -273,8 +273,12 @@ def apply(config: Config, lines: list[Line], *, strict: bool = False,
             elif lname == "listen":
                 if not line.args or len(line.args) > 2:
                     raise line.error("takes an address and an optional protocol")
-                listen.append(ListenAddress.parse(
-                    line.args[0], protocol=line.args[1] if len(line.args) == 2 else None))
+                address = ListenAddress.parse(
+                    line.args[0], protocol=line.args[1] if len(line.args) == 2 else None)
+                if address.scheme is None:  # httpd: https on port 443, else http
+                    address = dataclasses.replace(
+                        address, scheme="https" if address.port == 443 else "http")
+                listen.append(address)
             elif lname == "protocols":
                 names = {a.lower() for a in line.args}
                 if "http/1.1" not in names:

@@ -143,6 +143,12 @@ class HTTP2Connection:
             return self.fail(code, f"{type(exc).__name__}: {exc}")
         events: list[Event] = []
         for ev in h2_events:
+            if getattr(ev, "stream_id", 0) > self._last_stream:
+                # Sent before the client saw our GOAWAY: refused (it may retry elsewhere),
+                # and nothing of it goes further.
+                if isinstance(ev, h2.events.RequestReceived):
+                    self.h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                continue
             if isinstance(ev, h2.events.RequestReceived):
                 events.extend(self._request(ev))
             elif isinstance(ev, h2.events.DataReceived):
@@ -172,9 +178,6 @@ class HTTP2Connection:
 
     def _request(self, ev: h2.events.RequestReceived) -> list[Event]:
         assert ev.headers is not None
-        if ev.stream_id > self._last_stream:  # sent before it saw our GOAWAY
-            self.h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-            return []
         pseudo: dict[bytes, bytes] = {}
         headers: list[tuple[bytes, bytes]] = []
         cookies: list[bytes] = []
