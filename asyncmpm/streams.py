@@ -220,20 +220,10 @@ def _on_asyncio() -> bool:
 async def accept(listener: anyio.abc.SocketListener) -> tuple[ByteStream, tuple[str, int],
                                                                tuple[str, int]]:
     """The next connection as (stream, remote address, local address)."""
-    if _on_asyncio():
-        raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
-        conn, _ = await asyncio.get_running_loop().sock_accept(raw)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            remote, local = conn.getpeername(), conn.getsockname()
-        except OSError:
-            conn.close()
-            raise
-        return await wrap_socket(conn), remote, local
-    stream = await listener.accept()
-    remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
-    local = stream.extra(anyio.abc.SocketAttribute.local_address)
-    return AnyioStream(stream), remote, local  # type: ignore[return-value]
+    raw, remote, local = await accept_raw(listener)
+    if isinstance(raw, socket.socket):
+        return await wrap_socket(raw), remote, local
+    return AnyioStream(raw), remote, local
 
 
 async def wrap_socket(sock: socket.socket) -> ByteStream:

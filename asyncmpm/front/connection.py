@@ -18,8 +18,15 @@ import anyio
 
 from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
+from asyncmpm.front.multiplexed import HTTP2Front
 from asyncmpm.front.request_head import build_request_head
-from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.ipc.frames import (
+    ABORT_FRAME,
+    BODY_END_FRAME,
+    BODY_GONE_FRAME,
+    FrameType,
+    encode,
+)
 from asyncmpm.ipc.messages import ResponseHead
 from asyncmpm.protocol.events import (
     Body,
@@ -35,14 +42,10 @@ from asyncmpm.streams import ByteStream
 
 if TYPE_CHECKING:
     from asyncmpm.front.context import FrontContext
-    from asyncmpm.front.multiplexed import HTTP2Front
 
 __all__ = ["Connection"]
 
 _RECV = 65536
-_BODY_END = encode(FrameType.BODY_END)
-_BODY_GONE = encode(FrameType.BODY_END, b"!")
-_ABORT = encode(FrameType.ABORT)
 _DISCARD_LIMIT = 1024 * 1024  # unread body we still read past to keep the connection
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 
@@ -139,8 +142,6 @@ class Connection:
 
     async def _run_http2(self, protocol: str, initial: bytes = b"",
                          upgrade: tuple[bytes, Request] | None = None) -> None:
-        from asyncmpm.front.multiplexed import HTTP2Front
-
         metrics = self.ctx.metrics
         if self.protocol:
             metrics.connection_closed(self.protocol)  # an upgrade: it was HTTP/1.1
@@ -303,7 +304,7 @@ class Connection:
                     if isinstance(ev, Body):
                         chunks.append(encode(FrameType.BODY, ev.data))
                     else:
-                        chunks.append(_BODY_END)
+                        chunks.append(BODY_END_FRAME)
                         exchange.body_done = True
                         break
                 await slot.send(b"".join(chunks))
@@ -322,7 +323,7 @@ class Connection:
                     if failure is not None:
                         raise failure
                     if not exchange.body_done and reusable:
-                        await slot.send(_BODY_END)  # the child is draining: let it finish
+                        await slot.send(BODY_END_FRAME)  # the child is draining: let it finish
                         exchange.body_done = True
         except SlotClosed:
             reusable = False
@@ -434,7 +435,7 @@ class Connection:
         exchange.client_gone = True
         self.proto.keep_alive = False
         with contextlib.suppress(SlotClosed):
-            await slot.send(_ABORT)
+            await slot.send(ABORT_FRAME)
 
     async def _pump(self, slot: SlotHandle, exchange: _Exchange) -> None:
         """Stream the rest of the request body to the child as the client sends it."""
@@ -460,19 +461,19 @@ class Connection:
                         received += self.proto_bytes() - before
                     if scope.cancelled_caught:
                         exchange.body_error = (408, "Timed out reading the request body.")
-                        await slot.send(_BODY_GONE)
+                        await slot.send(BODY_GONE_FRAME)
                         exchange.body_done = True
                         return
                 event = self.pending.popleft()
                 if isinstance(event, Body):
                     await slot.send(encode(FrameType.BODY, event.data))
                 elif isinstance(event, EndBody):
-                    await slot.send(_BODY_END)
+                    await slot.send(BODY_END_FRAME)
                     exchange.body_done = True
                     return
                 elif isinstance(event, Reject):
                     exchange.body_error = (event.status, event.reason)
-                    await slot.send(_BODY_GONE)
+                    await slot.send(BODY_GONE_FRAME)
                     exchange.body_done = True
                     return
                 elif isinstance(event, ConnectionClosed):
@@ -481,7 +482,7 @@ class Connection:
             exchange.client_gone = True
             exchange.body_done = True
             with contextlib.suppress(SlotClosed):
-                await slot.send(_BODY_GONE)
+                await slot.send(BODY_GONE_FRAME)
         except SlotClosed:
             return
 

@@ -23,7 +23,13 @@ import h2.errors
 from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
 from asyncmpm.front.request_head import build_request_head
-from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.ipc.frames import (
+    ABORT_FRAME,
+    BODY_END_FRAME,
+    BODY_GONE_FRAME,
+    FrameType,
+    encode,
+)
 from asyncmpm.ipc.messages import ResponseHead
 from asyncmpm.protocol.events import (
     Body,
@@ -43,9 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["HTTP2Front"]
 
 _RECV = 65536
-_BODY_END = encode(FrameType.BODY_END)
-_BODY_GONE = encode(FrameType.BODY_END, b"!")
-_ABORT = encode(FrameType.ABORT)
 _Codes = h2.errors.ErrorCodes
 
 
@@ -308,7 +311,7 @@ class HTTP2Front:
             if wait.cancelled_caught and st.reset and not gone:
                 gone = True
                 with contextlib.suppress(SlotClosed):
-                    await slot.send(_ABORT)
+                    await slot.send(ABORT_FRAME)
                 continue
             if wait.cancelled_caught:
                 ctx.supervisor.slot_hung(slot)
@@ -327,7 +330,7 @@ class HTTP2Front:
             if st.reset and not gone:
                 gone = True
                 with contextlib.suppress(SlotClosed):
-                    await slot.send(_ABORT)
+                    await slot.send(ABORT_FRAME)
             if kind == FrameType.START:
                 head = ResponseHead.decode(payload)
                 st.status, st.headers, started = head.status, head.headers, True
@@ -341,7 +344,7 @@ class HTTP2Front:
                     if not await self._send_data(st, payload, flush=not slot.has_buffered()):
                         gone = True
                         with contextlib.suppress(SlotClosed):
-                            await slot.send(_ABORT)
+                            await slot.send(ABORT_FRAME)
             elif kind == FrameType.END:
                 if not gone:
                     proto.end_response(st.id)
@@ -402,10 +405,10 @@ class HTTP2Front:
                     self.proto.consumed(st.id, len(chunk))
                     await self._flush()
                 if st.body_ended:
-                    await slot.send(_BODY_END)
+                    await slot.send(BODY_END_FRAME)
                     return
                 if st.reset:
-                    await slot.send(_BODY_GONE)
+                    await slot.send(BODY_GONE_FRAME)
                     return
                 deadline = start + rrt.body_timeout
                 if rrt.body_min_rate:
@@ -415,7 +418,7 @@ class HTTP2Front:
                     await waiter.wait()
                 if scope.cancelled_caught and not st.body and not st.body_ended:
                     # mod_reqtimeout's body stage: the client is too slow; end the stream.
-                    await slot.send(_BODY_GONE)
+                    await slot.send(BODY_GONE_FRAME)
                     self.proto.reset(st.id, _Codes.CANCEL)
                     st.reset = True
                     await self._flush()

@@ -18,6 +18,9 @@ import struct
 from collections.abc import Sequence
 
 __all__ = [
+    "ABORT_FRAME",
+    "BODY_END_FRAME",
+    "BODY_GONE_FRAME",
     "HEADER",
     "FrameDecoder",
     "FrameType",
@@ -49,6 +52,12 @@ class FrameType(enum.IntEnum):
 
 def encode(kind: FrameType, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), kind) + payload
+
+
+# The front loop's fixed frames, encoded once.
+BODY_END_FRAME = encode(FrameType.BODY_END)
+BODY_GONE_FRAME = encode(FrameType.BODY_END, b"!")  # the client's body broke off
+ABORT_FRAME = encode(FrameType.ABORT)  # the client is gone: stop producing
 
 
 def pack_fields(fields: Sequence[bytes]) -> bytes:
