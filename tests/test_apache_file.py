@@ -206,5 +206,5 @@ def test_tls_and_http2_directives(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=rf"{path}:1: Listen: an https listener needs"):
         load_config(path, Config())
     path.write_text("Protocols h2 h2c\n")
-    with pytest.raises(ConfigError, match="http/1.1"):
+    with pytest.raises(ConfigError, match=r"http/1\.1"):
         load_config(path, Config())

@@ -99,14 +99,19 @@ class ZygoteClient:
             raise AppLoadError(first["message"])
 
     async def receive(self) -> dict[str, Any] | None:
-        """The next message from the zygote; None once it has gone."""
-        sock = self.sock
-        assert sock is not None
+        """The next message from the zygote; None once it has gone (or been closed here:
+        an old generation's reader may still be looping when its zygote is let go)."""
         while True:
+            sock = self.sock
+            if sock is None:
+                return None
             try:
                 data = sock.recv(65536)
             except BlockingIOError:
-                await anyio.wait_readable(sock)
+                try:
+                    await anyio.wait_readable(sock)
+                except (OSError, anyio.ClosedResourceError):
+                    return None
                 continue
             except OSError:
                 return None
@@ -153,5 +158,6 @@ class ZygoteClient:
                     await self.process.wait()
                 await self.process.aclose()
             if self.sock is not None:
-                self.sock.close()
-                self.sock = None
+                sock, self.sock = self.sock, None
+                anyio.notify_closing(sock)  # wakes a reader waiting on it, on every backend
+                sock.close()
