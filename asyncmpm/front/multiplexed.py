@@ -267,17 +267,19 @@ class HTTP2Front:
         try:
             head = build_request_head(ctx, self, request, self.stream.tls)
             await slot.send(encode(FrameType.REQUEST, head.encode()))
-            failure: SlotClosed | None = None
-            async with anyio.create_task_group() as tg:
-                if request.has_body:
+            if not request.has_body:
+                reusable = await self._forward(slot, st)
+            else:
+                failure: SlotClosed | None = None
+                async with anyio.create_task_group() as tg:
                     tg.start_soon(self._pump, slot, st)
-                try:
-                    reusable = await self._forward(slot, st)
-                except SlotClosed as exc:
-                    failure = exc  # raised in here it would reach us wrapped in a group
-                tg.cancel_scope.cancel()
-            if failure is not None:
-                raise failure
+                    try:
+                        reusable = await self._forward(slot, st)
+                    except SlotClosed as exc:
+                        failure = exc  # raised in here it would reach us wrapped in a group
+                    tg.cancel_scope.cancel()
+                if failure is not None:
+                    raise failure
         except SlotClosed:
             reusable = False
             ctx.supervisor.slot_lost(slot)
