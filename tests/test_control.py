@@ -172,6 +172,8 @@ def test_config_file_logs_follow_logrotate(tmp_path: Path) -> None:
         error_log = (logs / "error.log").read_text()
         assert "resuming normal operations" in error_log
         assert "child started" in error_log
+        # Each line is written just after its response: wait for both.
+        wait_until(lambda: len((logs / "access.log").read_text().splitlines()) >= 2)
         lines = (logs / "access.log").read_text().splitlines()
         assert lines[0].startswith("127.0.0.1 200 / ")
         served_by, logged = lines[0].split()[-1].split("=")

@@ -9,11 +9,15 @@ import re
 import time
 from collections.abc import Iterator
 
+import anyio
+import httpx
 import pytest
 
+from asyncmpm.status import mod_status
 from asyncmpm.status.mod_status import (
     ServerInfo,
     StatusQuery,
+    auto_fields,
     count_workers,
     format_g,
     format_uptime,
@@ -28,6 +32,7 @@ from asyncmpm.supervisor.scoreboard import (
     SlotState,
     WorkerSnapshot,
 )
+from tests.conftest import base_url, serving
 
 LETTER = {s.value: s for s in SlotState}
 
@@ -74,6 +79,12 @@ INFO = ServerInfo(
     cpu_children_system=0.0,
     local_address="127.0.0.1",
 )
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU figures go through clock ticks; pin Linux's 100 per second."""
+    monkeypatch.setattr(mod_status, "CLK_TCK", 100)
 
 
 @pytest.fixture(autouse=True)
@@ -206,6 +217,9 @@ def test_worker_counts(snapshot: ScoreboardSnapshot, busy: int, graceful: int, i
                        letters: str) -> None:
     counts = count_workers(snapshot)
     assert (counts.busy, counts.graceful, counts.idle) == (busy, graceful, idle)
+    # server.status() hands embedding programs the same figures.
+    assert (snapshot.busy_workers, snapshot.graceful_workers, snapshot.idle_workers) == (
+        busy, graceful, idle)
     text = render_auto(snapshot, INFO)
     assert f"BusyWorkers: {busy}\nGracefulWorkers: {graceful}\nIdleWorkers: {idle}\n" in text
     assert text.endswith(f"\nScoreboard: {letters}\n")
@@ -405,7 +419,8 @@ def _row_snapshot() -> ScoreboardSnapshot:
         access_count=7, my_access_count=3, conn_count=2, bytes_served=3 * 1048576,
         my_bytes_served=1048576, conn_bytes=2048, start_time=1_000_090_050.0,
         stop_time=1_000_090_050.25, last_used=1_000_090_050.25, duration=1.2345,
-        client="10.0.0.1", protocol="HTTP/1.1", vhost="www:80", request="GET /x HTTP/1.1",
+        client="10.0.0.1", protocol="http/1.1", vhost="www:80", request="GET /x HTTP/1.1",
+        times=(1.25, 0.5, 0.0, 0.01),
     )
     # In flight: stop_time (of the previous request) < start_time, so Req shows 0.
     in_flight = dataclasses.replace(finished, start_time=1_000_090_060.0)
@@ -415,19 +430,23 @@ def _row_snapshot() -> ScoreboardSnapshot:
 
 def test_html_table_rows() -> None:
     html = render_html(_row_snapshot(), INFO, StatusQuery())
-    assert "<th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>SS</th><th>Req</th>" in html
+    assert ("<th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>CPU\n</th><th>SS</th>"
+            "<th>Req</th><th>Dur</th><th>Conn</th><th>Child</th><th>Slot</th><th>Client</th>"
+            "<th>Protocol</th><th>VHost</th><th>Request</th></tr>") in html
     rows = re.findall(r"<tr><td><b>.*?</tr>", html, re.S)
-    tail = ("</td><td>2.0</td><td>1.00</td><td>3.00\n</td><td>10.0.0.1</td><td>HTTP/1.1</td>"
+    tail = ("</td><td>2.0</td><td>1.00</td><td>3.00\n</td><td>10.0.0.1</td><td>http/1.1</td>"
             "<td nowrap>www:80</td><td nowrap>GET /x HTTP/1.1</td></tr>")
     assert rows == [
         "<tr><td><b>0-2</b></td><td>100</td><td>2/3/7</td><td><b>K</b>\n</td>"
-        "<td>10</td><td>250</td><td>1234" + tail,
+        "<td>1.76</td><td>10</td><td>250</td><td>1234" + tail,
+        # In flight: SS counts from the request's start, Req is 0 until it ends.
         "<tr><td><b>1-2</b></td><td>101</td><td>2/3/7</td><td><b>W</b>\n</td>"
-        "<td>10</td><td>0</td><td>1234" + tail,
+        "<td>1.76</td><td>1</td><td>0</td><td>1234" + tail,
         "<tr><td><b>2-1</b></td><td>-</td><td>2/3/7</td><td>.\n</td>"
-        "<td>10</td><td>250</td><td>1234" + tail,
+        "<td>1.76</td><td>10</td><td>250</td><td>1234" + tail,
     ]
     assert "<tr><th>Srv</th><td>Child Server number - generation</td></tr>" in html
+    assert "<tr><th>CPU</th><td>CPU usage, number of seconds</td></tr>" in html
 
 
 def test_notable_renders_text_not_table() -> None:
@@ -435,8 +454,9 @@ def test_notable_renders_text_not_table() -> None:
     assert "<table" not in html
     assert "<hr /><h2>Server Details</h2>\n\n" in html
     assert (
-        "<b>Server 0-2</b> (100): 2|3|7 [<b>Keepalive</b>] \n 10 250 1234(2048 B|1.0 MB|3.0 MB)\n"
-        " <i>10.0.0.1 {GET /x HTTP/1.1}</i> <i>(HTTP/1.1)</i> <b>[www:80]</b><br />\n\n"
+        "<b>Server 0-2</b> (100): 2|3|7 [<b>Keepalive</b>] u1.25 s0.5 cu0 cs0.01\n"
+        " 10 250 1234(2048 B|1.0 MB|3.0 MB)\n"
+        " <i>10.0.0.1 {GET /x HTTP/1.1}</i> <i>(http/1.1)</i> <b>[www:80]</b><br />\n\n"
     ) in html
     assert "<b>Server 2-1</b> (-): 2|3|7 [Dead]" in html
     assert "Server 3-2" not in html
@@ -462,3 +482,293 @@ def test_rows_skipped_when_ready_or_dead_without_accesses(
     html = render_html(snapshot, INFO, StatusQuery(notable=notable))
     marker = "<b>Server 0-0</b>" if notable else "<tr><td><b>0-0</b>"
     assert (marker in html) is shown
+
+
+# ---------------------------------------------------------------------------------- exact pages
+_DONE = WorkerSnapshot(
+    access_count=7, my_access_count=3, conn_count=1, bytes_served=3 * 1048576 + 5000,
+    my_bytes_served=1048576, conn_bytes=6000, start_time=1_000_090_050.0,
+    stop_time=1_000_090_050.25, last_used=1_000_090_050.25, duration=1.2345,
+    client="10.0.0.1", protocol="http/1.1", vhost="www.example.com:80",
+    request="GET /index.html HTTP/1.1", times=(0.12, 0.03, 0.0, 0.0),
+)
+_IN_FLIGHT = dataclasses.replace(_DONE, start_time=1_000_090_059.5,
+                                 request="POST /upload HTTP/1.1", times=(0.2, 0.05, 0.0, 0.0))
+
+
+def _prefork_sample() -> ScoreboardSnapshot:
+    return board(
+        proc(0, 4101, 0, "W", like=_IN_FLIGHT),
+        proc(1, 4102, 0, "_", like=_DONE),
+        proc(2, 4103, 0, "_"),
+        proc(3, 0, 0, "."),
+        total_accesses=14, total_bytes=6 * 1048576 + 10000, total_duration=2.469,
+    )
+
+
+def test_html_page_exact() -> None:
+    """The whole page, byte for byte as mod_status.c (2.4, ExtendedStatus On, HAVE_TIMES)
+    writes it for this scoreboard: legend with its trailing spaces, CPU column, key."""
+    html = render_html(_prefork_sample(), dataclasses.replace(INFO, process_limit=4),
+                       StatusQuery())
+    assert html == (
+        '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n'
+        "<html><head>\n"
+        "<title>Apache Status</title>\n"
+        "</head><body>\n"
+        "<h1>Apache Server Status for www.example.com (via 127.0.0.1)</h1>\n"
+        "\n"
+        "<dl><dt>Server Version: asyncmpm/0.1.0 (Python 3.11.7; anyio asyncio)</dt>\n"
+        "<dt>Server MPM: prefork</dt>\n"
+        "<dt>Server Built: asyncmpm 0.1.0\n"
+        "</dt></dl><hr /><dl>\n"
+        "<dt>Current Time: Sunday, 09-Sep-2001 23:47:41 ABC</dt>\n"
+        "<dt>Restart Time: Saturday, 08-Sep-2001 22:46:40 ABC</dt>\n"
+        "<dt>Parent Server Config. Generation: 1</dt>\n"
+        "<dt>Parent Server MPM Generation: 0</dt>\n"
+        "<dt>Server uptime:  1 day 1 hour 1 minute 1 second</dt>\n"
+        "<dt>Server load: 0.12 1.50 2.00</dt>\n"
+        "<dt>Total accesses: 14 - Total Traffic: 6.0 MB - Total Duration: 2469</dt>\n"
+        "<dt>CPU Usage: u1.82 s0.58 cu0 cs0 - 0.00266% CPU load</dt>\n"
+        "<dt>0.000155 requests/sec - 69 B/second - 439.5 kB/request - 176.357 ms/request</dt>\n"
+        "<dt>1 requests currently being processed, 0 workers gracefully restarting, "
+        "2 idle workers</dt>\n"
+        "</dl><pre>W__.</pre>\n"
+        "<p>Scoreboard Key:<br />\n"
+        '"<b><code>_</code></b>" Waiting for Connection, \n'
+        '"<b><code>S</code></b>" Starting up, \n'
+        '"<b><code>R</code></b>" Reading Request,<br />\n'
+        '"<b><code>W</code></b>" Sending Reply, \n'
+        '"<b><code>K</code></b>" Keepalive (read), \n'
+        '"<b><code>D</code></b>" DNS Lookup,<br />\n'
+        '"<b><code>C</code></b>" Closing connection, \n'
+        '"<b><code>L</code></b>" Logging, \n'
+        '"<b><code>G</code></b>" Gracefully finishing,<br /> \n'
+        '"<b><code>I</code></b>" Idle cleanup of worker, \n'
+        '"<b><code>.</code></b>" Open slot with no current process<br />\n'
+        "</p>\n"
+        "\n"
+        "\n"
+        '<table border="0"><tr><th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>CPU\n'
+        "</th><th>SS</th><th>Req</th><th>Dur</th><th>Conn</th><th>Child</th><th>Slot</th>"
+        "<th>Client</th><th>Protocol</th><th>VHost</th><th>Request</th></tr>\n"
+        "\n"
+        "<tr><td><b>0-0</b></td><td>4101</td><td>1/3/7</td><td><b>W</b>\n"
+        "</td><td>0.25</td><td>1</td><td>0</td><td>1234</td><td>5.9</td><td>1.00</td>"
+        "<td>3.00\n"
+        "</td><td>10.0.0.1</td><td>http/1.1</td><td nowrap>www.example.com:80</td>"
+        "<td nowrap>POST /upload HTTP/1.1</td></tr>\n"
+        "\n"
+        "<tr><td><b>1-0</b></td><td>4102</td><td>1/3/7</td><td>_\n"
+        "</td><td>0.15</td><td>10</td><td>250</td><td>1234</td><td>5.9</td><td>1.00</td>"
+        "<td>3.00\n"
+        "</td><td>10.0.0.1</td><td>http/1.1</td><td nowrap>www.example.com:80</td>"
+        "<td nowrap>GET /index.html HTTP/1.1</td></tr>\n"
+        "\n"
+        "</table>\n"
+        " <hr /> <table>\n"
+        " <tr><th>Srv</th><td>Child Server number - generation</td></tr>\n"
+        " <tr><th>PID</th><td>OS process ID</td></tr>\n"
+        " <tr><th>Acc</th><td>Number of accesses this connection / this child / this slot"
+        "</td></tr>\n"
+        " <tr><th>M</th><td>Mode of operation</td></tr>\n"
+        "<tr><th>CPU</th><td>CPU usage, number of seconds</td></tr>\n"
+        "<tr><th>SS</th><td>Seconds since beginning of most recent request</td></tr>\n"
+        " <tr><th>Req</th><td>Milliseconds required to process most recent request</td></tr>\n"
+        " <tr><th>Dur</th><td>Sum of milliseconds required to process all requests</td></tr>\n"
+        " <tr><th>Conn</th><td>Kilobytes transferred this connection</td></tr>\n"
+        " <tr><th>Child</th><td>Megabytes transferred this child</td></tr>\n"
+        " <tr><th>Slot</th><td>Total megabytes transferred this slot</td></tr>\n"
+        " </table>\n"
+        "</body></html>\n"
+    )
+
+
+def test_notable_page_exact_details() -> None:
+    html = render_html(_prefork_sample(), INFO, StatusQuery(notable=True))
+    assert html.endswith(
+        "</p>\n"
+        "<hr /><h2>Server Details</h2>\n\n"
+        "<b>Server 0-0</b> (4101): 1|3|7 [<b>Write</b>] u0.2 s0.05 cu0 cs0\n"
+        " 1 0 1234(5.9 kB|1.0 MB|3.0 MB)\n"
+        " <i>10.0.0.1 {POST /upload HTTP/1.1}</i> <i>(http/1.1)</i>"
+        " <b>[www.example.com:80]</b><br />\n\n"
+        "<b>Server 1-0</b> (4102): 1|3|7 [Ready] u0.12 s0.03 cu0 cs0\n"
+        " 10 250 1234(5.9 kB|1.0 MB|3.0 MB)\n"
+        " <i>10.0.0.1 {GET /index.html HTTP/1.1}</i> <i>(http/1.1)</i>"
+        " <b>[www.example.com:80]</b><br />\n\n"
+        "</body></html>\n"
+    )
+
+
+def test_auto_worker_exact_after_graceful_restart() -> None:
+    """worker, generation 1: slot 1 is an old-generation process finishing (G, its idle
+    thread neither idle nor busy), slot 2 an old one already quiescing (not counted at all,
+    though its CPU still is), slot 3 beyond the process limit (hidden)."""
+    snapshot = board(
+        proc(0, 5200, 1, "W_K", like=_DONE),
+        proc(1, 5100, 0, "G_G", like=_DONE),
+        proc(2, 5101, 0, "GG.", like=_DONE, quiescing=True),
+        proc(3, 0, 0, "..."),
+        mpm="worker", generation=1,
+        total_accesses=109, total_bytes=1234567, total_duration=13.0,
+    )
+    info = dataclasses.replace(INFO, mpm="worker", config_generation=2, mpm_generation=1,
+                               uptime=13, now=1_000_000_013.0, process_limit=3)
+    assert render_auto(snapshot, info) == (
+        "www.example.com\n"
+        "ServerVersion: asyncmpm/0.1.0 (Python 3.11.7; anyio asyncio)\n"
+        "ServerMPM: worker\n"
+        "Server Built: asyncmpm 0.1.0\n"
+        "CurrentTime: Saturday, 08-Sep-2001 22:46:53 ABC\n"
+        "RestartTime: Saturday, 08-Sep-2001 22:46:40 ABC\n"
+        "ParentServerConfigGeneration: 2\n"
+        "ParentServerMPMGeneration: 1\n"
+        "ServerUptimeSeconds: 13\n"
+        "ServerUptime: 13 seconds\n"
+        "Load1: 0.12\n"
+        "Load5: 1.50\n"
+        "Load15: 2.00\n"
+        "Total Accesses: 109\n"
+        "Total kBytes: 1205\n"
+        "Total Duration: 13000\n"
+        "CPUUser: 1.86\n"
+        "CPUSystem: 0.59\n"
+        "CPUChildrenUser: 0\n"
+        "CPUChildrenSystem: 0\n"
+        "CPULoad: 18.8462\n"
+        "Uptime: 13\n"
+        "ReqPerSec: 8.38461\n"
+        "BytesPerSec: 94916.9\n"
+        "BytesPerReq: 11320.4\n"
+        "DurationPerReq: 119.266\n"
+        "BusyWorkers: 2\n"
+        "GracefulWorkers: 2\n"
+        "IdleWorkers: 1\n"
+        "Scoreboard: W_KG_GGG.\n"
+    )
+    html = render_html(snapshot, info, StatusQuery())
+    assert "<tr><td><b>1-0</b></td><td>5100</td><td>1/3/7</td><td>G\n</td>" in html
+    assert "<tr><td><b>0-1</b></td><td>5200</td><td>1/3/7</td><td><b>W</b>\n</td>" in html
+
+
+def test_auto_fields_are_the_auto_lines() -> None:
+    snapshot = _prefork_sample()
+    text = render_auto(snapshot, INFO)
+    assert text.splitlines()[1:] == [f"{k}: {v}" for k, v in auto_fields(snapshot, INFO)]
+
+
+# ---------------------------------------------------------------------------------- CPU
+def _cpu(text: str) -> dict[str, str]:
+    return {k: v for k, v in (line.split(": ", 1) for line in text.splitlines()[1:])
+            if k.startswith("CPU")}
+
+
+def test_cpu_totals_keep_one_record_per_process_as_apache() -> None:
+    """Per process, mod_status keeps the last slot record with *any* field above the kept
+    one (not a field-by-field maximum, not the largest sum, not the last); processes are
+    summed, whatever their pid or quiescing; READY/DEAD slots that never served are left
+    out; the parent's own times (ServerInfo) come on top."""
+    a = WorkerSnapshot(state=SlotState.BUSY_WRITE, access_count=1, times=(0, 0.07, 0, 0))
+    b = dataclasses.replace(a, times=(0.05, 0, 0, 0))  # 5 > 0 user ticks: replaces a
+    c = dataclasses.replace(a, times=(0.03, 0, 0, 0.02))  # 2 > 0 cs ticks: replaces b
+    d = dataclasses.replace(a, times=(0.01, 0, 0, 0))  # nothing above c: ignored
+    unused = WorkerSnapshot(state=SlotState.READY, times=(9.0, 9.0, 9.0, 9.0))
+    snapshot = board(
+        ProcessSnapshot(0, 10, 0, False, (a, b, c, d)),  # kept: c
+        ProcessSnapshot(1, 11, 0, True, (b, unused, unused, unused)),  # quiescing: counted
+        ProcessSnapshot(2, 0, 0, False, (unused, unused, unused, unused)),
+    )
+    info = dataclasses.replace(INFO, cpu_user=1.0, cpu_system=0.0, cpu_children_user=0.5,
+                               cpu_children_system=0.0, uptime=100)
+    assert _cpu(render_auto(snapshot, info)) == {
+        "CPUUser": "1.08", "CPUSystem": "0", "CPUChildrenUser": "0.5",
+        "CPUChildrenSystem": "0.02",
+        "CPULoad": "1.6",  # 160 ticks / 100 / 100 s * 100
+    }
+    html = render_html(snapshot, info, StatusQuery())
+    assert "<dt>CPU Usage: u1.08 s0 cu0.5 cs0.02 - 1.6% CPU load</dt>" in html
+    cpu_column = re.findall(r"\n</td><td>([\d.]+)</td>", html)
+    assert cpu_column == ["0.07", "0.05", "0.05", "0.01", "0.05"]  # each slot's own sum
+
+
+def test_cpu_below_one_tick_is_zero_and_gives_no_load() -> None:
+    info = dataclasses.replace(INFO, cpu_user=0.004, cpu_system=0.0)
+    text = render_auto(board(proc(0, 1, 0, "_")), info)
+    assert _cpu(text) == {"CPUUser": "0", "CPUSystem": "0", "CPUChildrenUser": "0",
+                          "CPUChildrenSystem": "0"}
+    html = render_html(board(proc(0, 1, 0, "_")), info, StatusQuery())
+    assert "<dt>CPU Usage: u0 s0 cu0 cs0</dt>\n<dt>" in html
+
+
+# ---------------------------------------------------------------------------------- slot fields
+def test_slot_fields_are_cut_to_the_scoreboard_buffers() -> None:
+    """client64[64], request[64], vhost[32], protocol[16]: at most 63/63/31/15 characters,
+    cut before escaping."""
+    worker = WorkerSnapshot(access_count=1, client="c" * 70,
+                            request="x" * 62 + '"' + "tail", vhost="v" * 40,
+                            protocol="p" * 20)
+    html = render_html(board(proc(0, 100, 0, "W", like=worker)), INFO, StatusQuery())
+    assert (f"</td><td>{'c' * 63}</td><td>{'p' * 15}</td><td nowrap>{'v' * 31}</td>"
+            f"<td nowrap>{'x' * 62}\\&quot;</td></tr>") in html
+
+
+@pytest.mark.parametrize(
+    ("last_used", "start_time", "stop_time", "ss"),
+    [
+        (0.0, 0.0, 0.0, 0),  # never stamped: 0, not the seconds since 1970
+        (1_000_090_000.0, 0.0, 0.0, 61),
+        (1_000_090_000.0, 1_000_090_040.0, 0.0, 21),  # a request started since
+        (1_000_090_000.0, 1_000_090_040.0, 1_000_090_050.9, 10),  # ... and ended; truncated
+    ],
+)
+def test_ss_counts_from_the_last_stamp(last_used: float, start_time: float, stop_time: float,
+                                       ss: int) -> None:
+    worker = WorkerSnapshot(access_count=1, last_used=last_used, start_time=start_time,
+                            stop_time=stop_time)
+    html = render_html(board(proc(0, 100, 0, "K", like=worker)), INFO, StatusQuery())
+    assert f"<td><b>K</b>\n</td><td>0.00</td><td>{ss}</td>" in html
+
+
+# ---------------------------------------------------------------------------------- served
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_status_page_served_with_refresh_notable_and_old_generation() -> None:
+    """Through the server: Content-Type, the Refresh header, ?notable, and after a graceful
+    restart the in-flight slot of generation 0 shows G while generation 1 serves."""
+    async with serving(status_path="/server-status") as server, httpx.AsyncClient(
+        base_url=base_url(server), timeout=30
+    ) as c:
+        r = await c.get("/server-status?refresh=42;fish")
+        assert r.status_code == 200
+        assert r.headers["refresh"] == "42"
+        assert r.headers["content-type"] == "text/html; charset=ISO-8859-1"
+        assert "<th>CPU\n</th><th>SS</th>" in r.text
+        r = await c.get("/server-status?refresh")
+        assert r.headers["refresh"] == "10"
+        r = await c.get("/server-status?notable")
+        assert "refresh" not in r.headers
+        assert "<table" not in r.text
+        assert "<hr /><h2>Server Details</h2>" in r.text
+        r = await c.get("/server-status?auto")
+        assert r.headers["content-type"] == "text/plain; charset=ISO-8859-1"
+        assert [k for k, _ in (line.split(":", 1) for line in r.text.splitlines()[1:])][-4:] \
+            == ["BusyWorkers", "GracefulWorkers", "IdleWorkers", "Scoreboard"]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(c.get, "/whoami?sleep=5")
+            snap = await server.wait_status(lambda s: s.busy_workers == 1, timeout=10)
+            (busy,) = [(p.index, p.pid) for p in snap.processes
+                       if any(t.state is SlotState.BUSY_WRITE for t in p.threads)]
+            assert await server.graceful_restart()
+            await server.wait_status(
+                lambda s: s.processes[busy[0]].threads[0].state is SlotState.GRACEFUL,
+                timeout=10)
+            auto = (await c.get("/server-status?auto")).text
+            html = (await c.get("/server-status")).text
+            fields = dict(line.split(": ", 1) for line in auto.splitlines()[1:] if ": " in line)
+            assert fields["ParentServerMPMGeneration"] == "1"
+            assert fields["Scoreboard"][busy[0]] == "G"
+            assert (f"<tr><td><b>{busy[0]}-0</b></td><td>{busy[1]}</td><td>0/0/0</td>"
+                    "<td>G\n</td>") in html
+            assert int(fields["IdleWorkers"]) >= 1  # generation 1's children

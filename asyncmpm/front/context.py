@@ -111,11 +111,12 @@ class FrontContext:
         self.busy += 1
         ws = self.scoreboard.processes[child.index].threads[slot.thread]
         ws.state = SlotState.BUSY_WRITE if not request.has_body else SlotState.BUSY_READ
-        ws.start_time = t0
-        ws.request = request.request_line[:64]
+        ws.start_time = ws.last_used = t0
+        ws.request = request.request_line[:63]  # httpd's request[64], NUL included
         ws.client = conn.remote_addr
         ws.vhost = f"{self.config.server_name or conn.local_addr}:{conn.local_port}"
-        ws.protocol = f"HTTP/{request.http_version}"
+        # The connection's protocol, as httpd's Protocol column shows it (http/1.1, h2, h2c).
+        ws.protocol = "h2" if request.http_version == "2.0" else "http/1.1"
         self.scoreboard.changed()
         return ws
 

@@ -9,11 +9,16 @@ Numbers follow Apache's arithmetic, including its single-precision ``(float)`` c
 implements exactly. Every field is HTML-escaped (client, request, vhost and protocol come from
 the network); the request goes through ``ap_escape_logitem`` first, as in Apache, so control
 characters show as ``\\r``, ``\\x1b``.
+
+CPU figures are kept as Apache keeps them, in clock ticks (``times()``): the parent's own
+(:class:`ServerInfo`) plus, per process slot, one record of the times its slots last took
+(``WorkerSnapshot.times``); each sum is divided by ``sysconf(_SC_CLK_TCK)`` in ``float``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -27,12 +32,14 @@ from asyncmpm.supervisor.scoreboard import (
 )
 
 __all__ = [
+    "CLK_TCK",
     "DEFAULT_REFRESH",
     "STATUS_MAXLINE",
     "TIME_FORMAT",
     "ServerInfo",
     "StatusQuery",
     "WorkerCounts",
+    "auto_fields",
     "count_workers",
     "format_g",
     "format_uptime",
@@ -52,6 +59,24 @@ _GBYTE = 1073741824
 _LONG_MAX = 2**63 - 1
 _DOCTYPE_HTML_3_2 = '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n'
 _UNCOUNTED = frozenset({SlotState.DEAD, SlotState.STARTING, SlotState.IDLE_KILL})
+_UNUSED = frozenset({SlotState.READY, SlotState.DEAD})
+
+# The scoreboard's fixed buffers (scoreboard.h), NUL included: what fits is what is shown.
+_CLIENT_LEN = 64 - 1  # client64[64]
+_REQUEST_LEN = 64 - 1  # request[64]
+_VHOST_LEN = 32 - 1  # vhost[32]
+_PROTOCOL_LEN = 16 - 1  # protocol[16]
+
+
+def _clk_tck() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+#: ``sysconf(_SC_CLK_TCK)``: mod_status's ``tick``, the unit of every ``times()`` figure.
+CLK_TCK = _clk_tck()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +85,8 @@ class ServerInfo:
 
     ``config_generation`` is 1 on the first start; ``mpm_generation`` is 0 then and goes up
     by one per restart. ``local_address`` is the address the status request came in on.
+    ``cpu_*`` are the parent's own CPU seconds (httpd's ``global_score.times``, e.g.
+    ``os.times()``); the live processes' slot times are added to them.
     ``process_limit``, when given, hides DEAD slots at or beyond it from the scoreboard
     letters, as Apache hides slots beyond MaxRequestWorkers (prefork) or the process limit.
     """
@@ -255,100 +282,163 @@ def scoreboard_letters(snapshot: ScoreboardSnapshot, process_limit: int | None =
     return "".join(letters)
 
 
+def _ticks(seconds: float) -> int:
+    """CPU seconds back to the ``clock_t`` ticks ``times()`` counts (os.times() divides them)."""
+    return max(0, round(seconds * CLK_TCK))
+
+
+def _slot_ticks(worker: WorkerSnapshot) -> tuple[int, int, int, int]:
+    u, s, cu, cs = worker.times
+    return _ticks(u), _ticks(s), _ticks(cu), _ticks(cs)
+
+
+def _used(worker: WorkerSnapshot) -> bool:
+    """The slots mod_status's extended totals (and its per-slot table) take in."""
+    return worker.access_count != 0 or worker.state not in _UNUSED
+
+
+def _process_ticks(snapshot: ScoreboardSnapshot) -> tuple[int, int, int, int]:
+    """The processes' CPU ticks, as mod_status adds them up.
+
+    Every thread of a process records the same process-wide ``times()``, so per process
+    Apache keeps one record, the last one (in slot order) with any field above the kept
+    one's, rather than summing its threads; the processes' records are then summed.
+    """
+    total = [0, 0, 0, 0]
+    for proc in snapshot.processes:
+        kept = (0, 0, 0, 0)
+        for worker in proc.threads:
+            if not _used(worker):
+                continue
+            ticks = _slot_ticks(worker)
+            if any(t > k for t, k in zip(ticks, kept, strict=True)):
+                kept = ticks
+        for i in range(4):
+            total[i] += kept[i]
+    return total[0], total[1], total[2], total[3]
+
+
 @dataclass(frozen=True, slots=True)
 class _Totals:
     accesses: int
     kbytes: int
     duration_ms: int
     uptime: int
-    cpu: tuple[float, float, float, float]
+    ticks: tuple[int, int, int, int]  # user, system, children user, children system
 
     @property
-    def cpu_total(self) -> float:
-        return sum(self.cpu)
+    def cpu(self) -> tuple[float, float, float, float]:
+        """``(gu + tu) / tick`` and the like: a ``clock_t`` over a ``float``."""
+        u, s, cu, cs = (_fdiv(t, CLK_TCK) for t in self.ticks)
+        return u, s, cu, cs
+
+    @property
+    def cpu_ticks(self) -> int:
+        return sum(self.ticks)
 
     def cpu_load(self) -> float:
-        """``cpu / tick / up_time * 100.``: a float division, then a double product."""
-        return _fdiv(self.cpu_total, self.uptime) * 100.0
+        """``cpu / tick / up_time * 100.``: two float divisions, then a double product."""
+        return _fdiv(_fdiv(self.cpu_ticks, CLK_TCK), self.uptime) * 100.0
 
 
 def _totals(snapshot: ScoreboardSnapshot, info: ServerInfo) -> _Totals:
-    cpu = (info.cpu_user, info.cpu_system, info.cpu_children_user, info.cpu_children_system)
+    parent = (_ticks(info.cpu_user), _ticks(info.cpu_system), _ticks(info.cpu_children_user),
+              _ticks(info.cpu_children_system))
+    slots = _process_ticks(snapshot)
     return _Totals(
         accesses=snapshot.total_accesses,
         kbytes=snapshot.total_bytes >> 10,
         duration_ms=_msec(snapshot.total_duration),
         uptime=max(0, int(info.uptime)),
-        cpu=(_f32(cpu[0]), _f32(cpu[1]), _f32(cpu[2]), _f32(cpu[3])),
+        ticks=(parent[0] + slots[0], parent[1] + slots[1], parent[2] + slots[2],
+               parent[3] + slots[3]),
     )
 
 
 # ---------------------------------------------------------------------------------- ?auto
-def render_auto(snapshot: ScoreboardSnapshot, info: ServerInfo) -> str:
-    """The ``?auto`` text/plain report, line for line as Apache 2.4 writes it (not event)."""
+def auto_fields(snapshot: ScoreboardSnapshot, info: ServerInfo) -> list[tuple[str, str]]:
+    """The ``?auto`` report as (key, value) pairs, in Apache 2.4's order (prefork, worker).
+
+    This is what :func:`render_auto` prints after the server name, for programs that want
+    mod_status's figures without parsing them.
+    """
     t = _totals(snapshot, info)
     counts = count_workers(snapshot)
-    lines = [
-        info.server_name,
-        f"ServerVersion: {info.server_version}",
-        f"ServerMPM: {info.mpm}",
-        f"Server Built: {info.built}",
-        f"CurrentTime: {_ht_time(info.now)}",
-        f"RestartTime: {_ht_time(info.restart_time)}",
-        f"ParentServerConfigGeneration: {info.config_generation}",
-        f"ParentServerMPMGeneration: {info.mpm_generation}",
-        f"ServerUptimeSeconds: {t.uptime}",
-        f"ServerUptime:{_show_time(t.uptime)}",
-        f"Load1: {info.load[0]:.2f}",
-        f"Load5: {info.load[1]:.2f}",
-        f"Load15: {info.load[2]:.2f}",
-        f"Total Accesses: {t.accesses}",
-        f"Total kBytes: {t.kbytes}",
-        f"Total Duration: {t.duration_ms}",
-        f"CPUUser: {format_g(t.cpu[0])}",
-        f"CPUSystem: {format_g(t.cpu[1])}",
-        f"CPUChildrenUser: {format_g(t.cpu[2])}",
-        f"CPUChildrenSystem: {format_g(t.cpu[3])}",
+    cpu = t.cpu
+    fields = [
+        ("ServerVersion", info.server_version),
+        ("ServerMPM", info.mpm),
+        ("Server Built", info.built),
+        ("CurrentTime", _ht_time(info.now)),
+        ("RestartTime", _ht_time(info.restart_time)),
+        ("ParentServerConfigGeneration", str(info.config_generation)),
+        ("ParentServerMPMGeneration", str(info.mpm_generation)),
+        ("ServerUptimeSeconds", str(t.uptime)),
+        ("ServerUptime", format_uptime(t.uptime)),
+        ("Load1", f"{info.load[0]:.2f}"),
+        ("Load5", f"{info.load[1]:.2f}"),
+        ("Load15", f"{info.load[2]:.2f}"),
+        ("Total Accesses", str(t.accesses)),
+        ("Total kBytes", str(t.kbytes)),
+        ("Total Duration", str(t.duration_ms)),
+        ("CPUUser", format_g(cpu[0])),
+        ("CPUSystem", format_g(cpu[1])),
+        ("CPUChildrenUser", format_g(cpu[2])),
+        ("CPUChildrenSystem", format_g(cpu[3])),
     ]
-    if t.cpu_total:
-        lines.append(f"CPULoad: {format_g(t.cpu_load())}")
-    lines.append(f"Uptime: {t.uptime}")
+    if t.cpu_ticks:
+        fields.append(("CPULoad", format_g(t.cpu_load())))
+    fields.append(("Uptime", str(t.uptime)))
     if t.uptime > 0:
-        lines.append(f"ReqPerSec: {format_g(_fdiv(t.accesses, t.uptime))}")
-        lines.append(f"BytesPerSec: {format_g(_fdiv(_KBYTE * _f32(t.kbytes), t.uptime))}")
+        fields.append(("ReqPerSec", format_g(_fdiv(t.accesses, t.uptime))))
+        fields.append(("BytesPerSec", format_g(_fdiv(_KBYTE * _f32(t.kbytes), t.uptime))))
     if t.accesses > 0:
-        lines.append(f"BytesPerReq: {format_g(_fdiv(_KBYTE * _f32(t.kbytes), t.accesses))}")
-        lines.append(f"DurationPerReq: {format_g(_fdiv(t.duration_ms, t.accesses))}")
-    lines += [
-        f"BusyWorkers: {counts.busy}",
-        f"GracefulWorkers: {counts.graceful}",
-        f"IdleWorkers: {counts.idle}",
-        f"Scoreboard: {scoreboard_letters(snapshot, info.process_limit)}",
+        fields.append(("BytesPerReq", format_g(_fdiv(_KBYTE * _f32(t.kbytes), t.accesses))))
+        fields.append(("DurationPerReq", format_g(_fdiv(t.duration_ms, t.accesses))))
+    fields += [
+        ("BusyWorkers", str(counts.busy)),
+        ("GracefulWorkers", str(counts.graceful)),
+        ("IdleWorkers", str(counts.idle)),
+        ("Scoreboard", scoreboard_letters(snapshot, info.process_limit)),
     ]
+    return fields
+
+
+def render_auto(snapshot: ScoreboardSnapshot, info: ServerInfo) -> str:
+    """The ``?auto`` text/plain report, line for line as Apache 2.4 writes it (not event).
+
+    The server name comes first, alone; ``ServerUptime`` is written as ``show_time()`` writes
+    it, each part with its own leading space, so zero uptime leaves ``ServerUptime:`` bare.
+    """
+    lines = [info.server_name]
+    for key, value in auto_fields(snapshot, info):
+        sep = " " if value or key != "ServerUptime" else ""
+        lines.append(f"{key}:{sep}{value}")
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------- HTML
+# Apache's strings verbatim, trailing spaces included.
 _LEGEND = (
     "<p>Scoreboard Key:<br />\n"
-    '"<b><code>_</code></b>" Waiting for Connection,\n'
-    '"<b><code>S</code></b>" Starting up,\n'
+    '"<b><code>_</code></b>" Waiting for Connection, \n'
+    '"<b><code>S</code></b>" Starting up, \n'
     '"<b><code>R</code></b>" Reading Request,<br />\n'
-    '"<b><code>W</code></b>" Sending Reply,\n'
-    '"<b><code>K</code></b>" Keepalive (read),\n'
+    '"<b><code>W</code></b>" Sending Reply, \n'
+    '"<b><code>K</code></b>" Keepalive (read), \n'
     '"<b><code>D</code></b>" DNS Lookup,<br />\n'
-    '"<b><code>C</code></b>" Closing connection,\n'
-    '"<b><code>L</code></b>" Logging,\n'
-    '"<b><code>G</code></b>" Gracefully finishing,<br />\n'
-    '"<b><code>I</code></b>" Idle cleanup of worker,\n'
+    '"<b><code>C</code></b>" Closing connection, \n'
+    '"<b><code>L</code></b>" Logging, \n'
+    '"<b><code>G</code></b>" Gracefully finishing,<br /> \n'
+    '"<b><code>I</code></b>" Idle cleanup of worker, \n'
     '"<b><code>.</code></b>" Open slot with no current process<br />\n'
     "</p>\n"
 )
 
-# No CPU column: per-slot CPU times are not kept (Apache without HAVE_TIMES drops it too).
+# ExtendedStatus On, HAVE_TIMES (every Unix): the CPU column is there.
 _TABLE_HEAD = (
     '\n\n<table border="0"><tr>'
-    "<th>Srv</th><th>PID</th><th>Acc</th><th>M</th>"
+    "<th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>CPU\n</th>"
     "<th>SS</th><th>Req</th><th>Dur</th>"
     "<th>Conn</th><th>Child</th><th>Slot</th>"
     "<th>Client</th><th>Protocol</th><th>VHost</th>"
@@ -361,6 +451,7 @@ _TABLE_KEY = (
     " <tr><th>PID</th><td>OS process ID</td></tr>\n"
     " <tr><th>Acc</th><td>Number of accesses this connection / this child / this slot</td></tr>\n"
     " <tr><th>M</th><td>Mode of operation</td></tr>\n"
+    "<tr><th>CPU</th><td>CPU usage, number of seconds</td></tr>\n"
     "<tr><th>SS</th><td>Seconds since beginning of most recent request</td></tr>\n"
     " <tr><th>Req</th><td>Milliseconds required to process most recent request</td></tr>\n"
     " <tr><th>Dur</th><td>Sum of milliseconds required to process all requests</td></tr>\n"
@@ -410,6 +501,7 @@ def _wrap(letters: str) -> str:
 def _header(snapshot: ScoreboardSnapshot, info: ServerInfo) -> list[str]:
     t = _totals(snapshot, info)
     counts = count_workers(snapshot)
+    cpu = t.cpu
     out = [
         _DOCTYPE_HTML_3_2,
         "<html><head>\n<title>Apache Status</title>\n</head><body>\n",
@@ -426,8 +518,8 @@ def _header(snapshot: ScoreboardSnapshot, info: ServerInfo) -> list[str]:
         "<dt>Server load: {:.2f} {:.2f} {:.2f}</dt>\n".format(*info.load),
         f"<dt>Total accesses: {t.accesses} - Total Traffic: {_format_kbyte_out(t.kbytes)}"
         f" - Total Duration: {t.duration_ms}</dt>\n",
-        "<dt>CPU Usage: u{} s{} cu{} cs{}".format(*(format_g(v) for v in t.cpu)),
-        f" - {format_g(t.cpu_load(), 3)}% CPU load</dt>\n" if t.cpu_total else "</dt>\n",
+        "<dt>CPU Usage: u{} s{} cu{} cs{}".format(*(format_g(v) for v in cpu)),
+        f" - {format_g(t.cpu_load(), 3)}% CPU load</dt>\n" if t.cpu_ticks else "</dt>\n",
         "<dt>",
     ]
     if t.uptime > 0:
@@ -449,33 +541,46 @@ def _header(snapshot: ScoreboardSnapshot, info: ServerInfo) -> list[str]:
     return out
 
 
-def _shown(worker: WorkerSnapshot) -> bool:
-    return worker.access_count != 0 or worker.state not in (SlotState.READY, SlotState.DEAD)
+def _since_last_used(worker: WorkerSnapshot, now: float) -> int:
+    """SS: ``apr_time_sec(now - last_used)``.
+
+    httpd stamps ``last_used`` at every status change and at the start and end of every
+    request; a request's start counts even if only ``start_time`` recorded it. A slot never
+    stamped shows 0 rather than the seconds since 1970.
+    """
+    last = max(worker.last_used, worker.start_time, worker.stop_time)
+    return int(now - last) if last else 0
 
 
 def _slot_row(proc: ProcessSnapshot, worker: WorkerSnapshot, now: float, *, table: bool) -> str:
     req_ms = 0 if worker.start_time == 0 else max(0, _msec(worker.stop_time - worker.start_time))
-    since = int(now - worker.last_used)
+    since = _since_last_used(worker, now)
     dur_ms = _msec(worker.duration)
     pid = "-" if worker.state is SlotState.DEAD else str(proc.pid)
     srv = f"{proc.index}-{proc.generation}"
     acc = (worker.conn_count, worker.my_access_count, worker.access_count)
-    client, protocol = _html(worker.client), _html(worker.protocol)
-    vhost, request = _html(worker.vhost), _html(escape_logitem(worker.request))
+    ticks = _slot_ticks(worker)
+    client = _html(worker.client[:_CLIENT_LEN])
+    protocol = _html(worker.protocol[:_PROTOCOL_LEN])
+    vhost = _html(worker.vhost[:_VHOST_LEN])
+    request = _html(escape_logitem(worker.request[:_REQUEST_LEN]))
     if not table:
+        cpu = " ".join(f"{name}{format_g(_fdiv(t, CLK_TCK))}"
+                       for name, t in zip(("u", "s", "cu", "cs"), ticks, strict=True))
         return (
             f"<b>Server {srv}</b> ({pid}): {acc[0]}|{acc[1]}|{acc[2]} "
-            f"[{_TEXT_MODE[worker.state]}] \n {since} {req_ms} {dur_ms}("
+            f"[{_TEXT_MODE[worker.state]}] {cpu}\n {since} {req_ms} {dur_ms}("
             f"{_format_byte_out(worker.conn_bytes)}|{_format_byte_out(worker.my_bytes_served)}|"
             f"{_format_byte_out(worker.bytes_served)})\n"
             f" <i>{client} {{{request}}}</i> <i>({protocol})</i> <b>[{vhost}]</b><br />\n\n"
         )
+    cpu_total = _fdiv(sum(ticks), CLK_TCK)
     conn_kb = _fdiv(worker.conn_bytes, _KBYTE)
     child_mb = _fdiv(worker.my_bytes_served, _MBYTE)
     slot_mb = _fdiv(worker.bytes_served, _MBYTE)
     return (
         f"<tr><td><b>{srv}</b></td><td>{pid}</td><td>{acc[0]}/{acc[1]}/{acc[2]}"
-        f"</td><td>{_TABLE_MODE[worker.state]}\n</td>"
+        f"</td><td>{_TABLE_MODE[worker.state]}\n</td><td>{cpu_total:.2f}</td>"
         f"<td>{since}</td><td>{req_ms}</td><td>{dur_ms}"
         f"</td><td>{conn_kb:<1.1f}</td><td>{child_mb:<2.2f}</td><td>{slot_mb:<2.2f}\n"
         f"</td><td>{client}</td><td>{protocol}</td><td nowrap>{vhost}</td>"
@@ -497,7 +602,7 @@ def render_html(snapshot: ScoreboardSnapshot, info: ServerInfo, query: StatusQue
         _slot_row(proc, worker, info.now, table=not query.notable)
         for proc in snapshot.processes
         for worker in proc.threads
-        if _shown(worker)
+        if _used(worker)
     ]
     if not query.notable:
         out.append(_TABLE_KEY)

@@ -68,13 +68,17 @@ class WorkerScore:
     client: str = ""
     vhost: str = ""
     protocol: str = ""
+    #: CPU seconds (user, system, children's user, children's system) of the process serving
+    #: this slot, taken when its last request ended: httpd's ``ws->times``, which
+    #: ``ap_increment_counts`` fills with ``times()``. Zero until someone reports them.
+    times: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def snapshot(self) -> WorkerSnapshot:
         return WorkerSnapshot(
             self.state, self.tid, self.access_count, self.bytes_served, self.my_access_count,
             self.my_bytes_served, self.conn_count, self.conn_bytes, self.start_time,
             self.stop_time, self.last_used, self.duration, self.request, self.client,
-            self.vhost, self.protocol,
+            self.vhost, self.protocol, self.times,
         )
 
 
@@ -96,6 +100,7 @@ class WorkerSnapshot:
     client: str = ""
     vhost: str = ""
     protocol: str = ""
+    times: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(slots=True)

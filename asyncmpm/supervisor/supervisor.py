@@ -290,9 +290,13 @@ class Supervisor:
             proc = self.scoreboard.processes[child.index]
             proc.pid = 0
             proc.quiescing = False
+            now = time.time()
             for ws in proc.threads:
                 ws.state = SlotState.DEAD
                 ws.my_access_count = ws.my_bytes_served = 0
+                ws.conn_count = ws.conn_bytes = 0
+                ws.times = (0.0, 0.0, 0.0, 0.0)
+                ws.last_used = now  # as httpd stamps a slot it reaps
                 ws.request = ws.client = ""
         self.scoreboard.changed()
         for slot in child.slots:
@@ -477,10 +481,15 @@ class Supervisor:
                 if hard:
                     await self.kill(child, signal.SIGTERM)
         if hard:
+            # httpd re-creates the scoreboard on SIGHUP: totals and every slot's counts go.
             sb = self.scoreboard
             sb.total_accesses = sb.total_bytes = 0
             sb.total_duration = 0.0
             sb.restart_time = time.time()
+            for proc in sb.processes:
+                for ws in proc.threads:
+                    ws.access_count = ws.bytes_served = 0
+                    ws.duration = 0.0
         self._old_zygotes.add(old_zygote)
         self._tg.start_soon(self._close_zygote_when_idle, old_zygote, old_gen)
         return True
