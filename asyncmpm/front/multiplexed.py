@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import h2.errors
 
 from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
@@ -99,6 +100,8 @@ class HTTP2Front:
         self._initial = initial
         self._upgrade = upgrade
         self._send_lock = anyio.Lock()
+        self._dirty = False  # frames queued in h2 since the last write began
+        self._gathering = False  # a flush is yielding so that others' frames join it
         self._read_scope: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -205,8 +208,24 @@ class HTTP2Front:
                 st.wake_window()
 
     async def _flush(self) -> None:
-        """Send what h2 has queued; a client not reading for Timeout loses the connection."""
+        """Send what h2 has queued; a client not reading for Timeout loses the connection.
+
+        Streams finishing together share one write: the task that flushes first yields once
+        before taking the bytes, and tasks flushing meanwhile leave theirs to it. A task that
+        finds the write itself under way waits for it, which is the backpressure.
+        """
+        self._dirty = True
+        if self._gathering:
+            return  # the gathering flush takes our frames with its own
         async with self._send_lock:
+            if not self._dirty:
+                return  # the previous write took ours
+            self._gathering = True
+            try:
+                await anyio.lowlevel.checkpoint()
+            finally:
+                self._gathering = False
+            self._dirty = False
             data = self.proto.data_to_send()
             if not data:
                 return
