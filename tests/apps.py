@@ -79,6 +79,15 @@ def stream_slowly(environ: Environ, start_response: StartResponse) -> Iterator[b
         time.sleep(0.1)
 
 
+def spin(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Burns ``?ms=N`` milliseconds of CPU (default 30): CPU accounting tests."""
+    ms = float(environ["QUERY_STRING"].partition("=")[2] or 30)
+    end = time.process_time() + ms / 1000
+    while time.process_time() < end:
+        pass
+    return _text(start_response, b"spun\n")
+
+
 def write_callable(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     write = start_response("200 OK", [("Content-Type", "text/plain")])
     write(b"written ")
@@ -166,6 +175,7 @@ ROUTES: dict[str, Callable[[Environ, StartResponse], Iterable[bytes]]] = {
     "download": download,
     "stream": stream_slowly,
     "write": write_callable,
+    "spin": spin,
     "raise": raises,
     "raise-mid-stream": raises_mid_stream,
     "crash": crash,

@@ -145,3 +145,16 @@ async def test_error_log_takes_stderr_and_gives_it_back(tmp_path: Path, mpm: MPM
         assert content.count("RuntimeError: boom from the application") == 1
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+async def test_children_report_cpu_times_for_mod_status(mpm: MPM) -> None:
+    async with serving(mpm=mpm, status_path="/server-status") as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as c:
+        assert (await c.get("/spin?ms=50")).status_code == 200  # 5 clock ticks of CPU
+        snap = await server.wait_status(lambda s: s.total_accesses >= 1, timeout=10)
+        served = [t for p in snap.processes for t in p.threads if t.access_count]
+        assert served
+        assert sum(served[0].times[:2]) > 0  # the child's user+system CPU seconds so far
+        page = (await c.get("/server-status")).text
+        assert "<th>CPU\n</th>" in page

@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 import structlog
 
 from asyncmpm.ipc.frames import FrameDecoder, FrameType, encode
-from asyncmpm.ipc.messages import RequestHead, ResponseHead
+from asyncmpm.ipc.messages import CPU_TIMES, RequestHead, ResponseHead
 
 __all__ = ["ChildChannel", "FileWrapper", "SlotServer", "WSGIApp"]
 
@@ -378,7 +378,7 @@ class SlotServer:
                 )
                 channel.send(encode(FrameType.FAILED))
             else:
-                channel.send(encode(FrameType.END))
+                channel.send(encode(FrameType.END, CPU_TIMES.pack(*os.times()[:4])))
         except (BrokenPipeError, ConnectionResetError):
             raise  # the front loop is gone; the slot is finished
         except BaseException as exc:

@@ -32,7 +32,8 @@ class SlotHandle:
     """
 
     __slots__ = (
-        "_decoder", "_fd", "_frames", "busy", "child", "closed", "index", "stream", "thread",
+        "_decoder", "_fd", "_frames", "busy", "child", "closed", "cpu_times", "index", "stream",
+        "thread",
     )
 
     def __init__(self, child: Child, thread: int, stream: ByteStream, fd: int) -> None:
@@ -45,6 +46,8 @@ class SlotHandle:
         self.busy = False
         self.closed = False
         self._fd = fd
+        # The child's CPU times as its last END frame reported them (for mod_status).
+        self.cpu_times: tuple[float, float, float, float] | None = None
 
     def peer_alive(self) -> bool:
         """Cheap check that the child end is still open (a dead child hangs up at once, before

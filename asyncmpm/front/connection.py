@@ -27,7 +27,7 @@ from asyncmpm.ipc.frames import (
     FrameType,
     encode,
 )
-from asyncmpm.ipc.messages import ResponseHead
+from asyncmpm.ipc.messages import ResponseHead, decode_cpu_times
 from asyncmpm.protocol.events import (
     Body,
     ConnectionClosed,
@@ -391,6 +391,7 @@ class Connection:
                                 head.status, head.headers, head.reason,
                                 stopping=ctx.stopping, force_close=force_close))
                     elif kind == FrameType.END:
+                        slot.cpu_times = decode_cpu_times(payload)
                         if not replaced:
                             out.append(proto.end_response())
                     elif kind == FrameType.FAILED:

@@ -132,6 +132,8 @@ class FrontContext:
     ) -> None:
         now = time.time()
         duration = now - t0
+        if slot.cpu_times is not None:
+            ws.times = slot.cpu_times
         ws.access_count += 1
         ws.my_access_count += 1
         ws.bytes_served += body_bytes

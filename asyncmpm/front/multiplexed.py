@@ -31,7 +31,7 @@ from asyncmpm.ipc.frames import (
     FrameType,
     encode,
 )
-from asyncmpm.ipc.messages import ResponseHead
+from asyncmpm.ipc.messages import ResponseHead, decode_cpu_times
 from asyncmpm.protocol.events import (
     Body,
     EndBody,
@@ -367,6 +367,7 @@ class HTTP2Front:
                         with contextlib.suppress(SlotClosed):
                             await slot.send(ABORT_FRAME)
             elif kind == FrameType.END:
+                slot.cpu_times = decode_cpu_times(payload)
                 if not gone:
                     proto.end_response(st.id)
                     await self._flush()

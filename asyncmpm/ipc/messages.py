@@ -1,15 +1,17 @@
-"""The two structured payloads: a request head (front -> child) and a response head (back).
+"""The structured payloads: a request head (front -> child), a response head and the CPU
+times that end a response (back).
 
-Both are flat lists of NUL-separated fields (see :mod:`asyncmpm.ipc.frames`).
+The heads are flat lists of NUL-separated fields (see :mod:`asyncmpm.ipc.frames`).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from asyncmpm.ipc.frames import pack_fields, unpack_fields
 
-__all__ = ["RequestHead", "ResponseHead"]
+__all__ = ["CPU_TIMES", "RequestHead", "ResponseHead", "decode_cpu_times"]
 
 _FIXED = 14  # fields before the header pairs
 
@@ -79,3 +81,15 @@ class ResponseHead:
             raise ValueError("malformed response head")
         rest = f[2:]
         return cls(int(f[0]), f[1], list(zip(rest[::2], rest[1::2], strict=True)))
+
+
+CPU_TIMES = struct.Struct("!4d")
+"""END's payload: the child's ``os.times()`` user, system, children's user and system
+seconds, which mod_status shows per slot (httpd's ``ws->times``)."""
+
+
+def decode_cpu_times(payload: bytes) -> tuple[float, float, float, float] | None:
+    if len(payload) != CPU_TIMES.size:
+        return None
+    u, s, cu, cs = CPU_TIMES.unpack(payload)
+    return u, s, cu, cs
