@@ -124,11 +124,11 @@ async def test_errors_and_limits_per_stream() -> None:
 
 
 @pytest.mark.parametrize("flag", ["--http2", "--http2-prior-knowledge"])
-async def test_curl(flag: str) -> None:
+async def test_curl(flag: str, mpm: MPM) -> None:
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed")
-    async with serving() as server:
+    async with serving(mpm=mpm) as server:
         result = await anyio.run_process(
             [curl, "-sS", flag, "-w", "\n%{http_version}", f"{url(server)}/hello"], check=False)
     body, _, version = result.stdout.decode().rpartition("\n")
@@ -136,11 +136,11 @@ async def test_curl(flag: str) -> None:
     assert (body, version) == ("Hello, world!\n", "2")
 
 
-async def test_nghttp_upgrade_and_multiplexing() -> None:
+async def test_nghttp_upgrade_and_multiplexing(mpm: MPM) -> None:
     nghttp = shutil.which("nghttp")
     if nghttp is None:
         pytest.skip("nghttp (nghttp2-client) is not installed")
-    async with serving() as server:
+    async with serving(mpm=mpm) as server:
         result = await anyio.run_process(
             [nghttp, "-nv", "-u", "-m", "5", f"{url(server)}/hello"], check=False)
     out = result.stdout.decode()
