@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from asyncmpm.ipc.frames import FrameDecoder
-from asyncmpm.streams import ByteStream
+from asyncmpm.streams import AsyncioStream, ByteStream
 
 if TYPE_CHECKING:
     from asyncmpm.supervisor.children import Child
@@ -32,8 +32,8 @@ class SlotHandle:
     """
 
     __slots__ = (
-        "_decoder", "_fd", "_frames", "busy", "child", "closed", "cpu_times", "index", "stream",
-        "thread",
+        "_decoder", "_fd", "_frames", "_whole_writes", "busy", "child", "closed", "cpu_times",
+        "index", "stream", "thread",
     )
 
     def __init__(self, child: Child, thread: int, stream: ByteStream, fd: int) -> None:
@@ -46,6 +46,7 @@ class SlotHandle:
         self.busy = False
         self.closed = False
         self._fd = fd
+        self._whole_writes = isinstance(stream, AsyncioStream)
         # The child's CPU times as its last END frame reported them (for mod_status).
         self.cpu_times: tuple[float, float, float, float] | None = None
 
@@ -62,10 +63,15 @@ class SlotHandle:
         return True
 
     async def send(self, data: bytes) -> None:
-        """Write frames; shielded so a cancelled sender never leaves half a frame behind."""
+        """Write frames, never half of one: an asyncio transport takes the whole buffer at
+        once (a cancel can only end the wait for drain after it); other streams are shielded.
+        """
         try:
-            with anyio.CancelScope(shield=True):
+            if self._whole_writes:
                 await self.stream.send(data)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self.stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self.closed = True
             raise SlotClosed(str(exc)) from exc
