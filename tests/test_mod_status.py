@@ -210,6 +210,10 @@ def test_auto_cpu_load_with_zero_uptime_is_inf_as_in_c() -> None:
         ),
         pytest.param(prefork_board("GGW__", generation=1), 1, 2, 2, "GGW__",
                      id="prefork-graceful-restart"),
+        pytest.param(
+            # httpd's prefork never marks a process quiescing: its G slot still counts.
+            board(proc(0, 300, 0, "G", quiescing=True), proc(1, 301, 1, "_"), generation=1),
+            0, 1, 1, "G_", id="prefork-retiring-process-counts"),
         pytest.param(board(proc(0, 0, 0, "KW")), 0, 0, 0, "KW", id="no-pid-not-counted"),
     ],
 )

@@ -249,13 +249,15 @@ def _format_kbyte_out(kbytes: int) -> str:
 def count_workers(snapshot: ScoreboardSnapshot) -> WorkerCounts:
     """mod_status's BusyWorkers / GracefulWorkers / IdleWorkers.
 
-    Only live (pid != 0), non-quiescing processes count. READY is idle in a current-generation
-    process and not counted elsewhere; GRACEFUL is graceful; any other state except DEAD,
-    STARTING and IDLE_KILL is busy.
+    Only live (pid != 0), non-quiescing processes count (httpd's prefork never marks one
+    quiescing, so there a retiring process's slots still count). READY is idle in a
+    current-generation process and not counted elsewhere; GRACEFUL is graceful; any other
+    state except DEAD, STARTING and IDLE_KILL is busy.
     """
     busy = graceful = idle = 0
+    skip_quiescing = snapshot.mpm != "prefork"
     for proc in snapshot.processes:
-        if not proc.pid or proc.quiescing:
+        if not proc.pid or (proc.quiescing and skip_quiescing):
             continue
         current = proc.generation == snapshot.generation
         for worker in proc.threads:

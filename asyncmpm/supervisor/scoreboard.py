@@ -169,8 +169,9 @@ class ScoreboardSnapshot:
         return sum(1 for p in self.processes if p.pid)
 
     def _counted(self) -> list[ProcessSnapshot]:
-        # mod_status counts only live, non-quiescing processes.
-        return [p for p in self.processes if p.pid and not p.quiescing]
+        # mod_status counts only live, non-quiescing processes (prefork never quiesces one).
+        prefork = self.mpm == "prefork"
+        return [p for p in self.processes if p.pid and (prefork or not p.quiescing)]
 
     def letters(self) -> str:
         return "".join(t.state.value for p in self.processes for t in p.threads)
