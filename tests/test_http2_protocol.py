@@ -168,3 +168,15 @@ def test_protocol_error_names_its_code() -> None:
     assert isinstance(events[0], GoAway)
     assert events[0].error_code in (0x1, 0x6)  # PROTOCOL_ERROR / FRAME_SIZE_ERROR
     assert server.error
+
+
+def test_a_head_http2_cannot_carry_resets_the_stream() -> None:
+    server, client = pair()
+    client.send_headers(1, HEADERS[:4], end_stream=True)
+    server.receive_data(client.data_to_send())
+    server.start_response(1, 200, [(b"TE", b"gzip")])
+    server.send_body(1, b"ignored")
+    server.end_response(1)
+    got = client.receive_data(server.data_to_send())
+    assert [(type(e).__name__, getattr(e, "error_code", None)) for e in got] == [
+        ("StreamReset", 2)]  # INTERNAL_ERROR, and nothing else on that stream

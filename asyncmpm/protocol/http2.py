@@ -261,7 +261,13 @@ class HTTP2Connection:
             out.append((b"date", http_date()))
         if not seen_server:
             out.append((b"server", self.limits.server_header))
-        self._safe(self.h2.send_headers, stream_id, out, end_stream=end)
+        try:
+            self.h2.send_headers(stream_id, out, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            pass  # the client reset the stream meanwhile
+        except h2.exceptions.ProtocolError:
+            # A head HTTP/2 cannot carry (say "TE: gzip"): the client must not wait for it.
+            self.reset(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
     def window(self, stream_id: int) -> int:
         """Bytes of body we may send on the stream now."""
