@@ -463,3 +463,17 @@ async def test_client_certificates(tmp_path: Path) -> None:
         env = (await c.get(f"{url(server, 'https')}/environ")).json()
         assert "SSL_CLIENT_S_DN" not in env
         assert env["HTTPS"] == "on"
+
+
+async def test_idle_connection_gets_goaway_after_keep_alive_timeout() -> None:
+    async with serving(keep_alive_timeout=0.3) as server, raw_h2(server) as client:
+        client.conn.send_headers(1, client.request_headers("/hello"), end_stream=True)
+        await client.flush()
+        assert await client.until(lambda e: isinstance(e, h2.events.StreamEnded))
+        ev = await client.until(goaway)  # idle past KeepAliveTimeout: a clean GOAWAY
+        assert isinstance(ev, h2.events.ConnectionTerminated)
+        assert (ev.error_code, ev.last_stream_id) == (0, 1)
+    async with serving(keep_alive=False) as server, httpx.AsyncClient(
+            http1=False, http2=True, base_url=url(server)) as c:
+        for _ in range(3):  # each on a new connection after the previous one's GOAWAY
+            assert (await c.get("/hello")).status_code == 200

@@ -97,6 +97,7 @@ class HTTP2Front:
         self.proto = HTTP2Connection(ctx.http2_limits)
         self.streams: dict[int, _Stream] = {}
         self.tasks = 0  # stream tasks alive, including reset ones still draining a child
+        self.started = 0  # streams ever started
         self._initial = initial
         self._upgrade = upgrade
         self._send_lock = anyio.Lock()
@@ -139,7 +140,7 @@ class HTTP2Front:
                 await self._flush()
             if proto.closed and self.idle:
                 return
-            deadline = (anyio.current_time() + ctx.config.keep_alive_timeout
+            deadline = (anyio.current_time() + self._idle_timeout()
                         if self.idle and not proto.closed else float("inf"))
             with anyio.CancelScope(deadline=deadline) as scope:
                 self._read_scope = scope
@@ -163,6 +164,15 @@ class HTTP2Front:
                              client=self.remote_addr, error=proto.error)
                 raise _ConnectionLost
 
+    def _idle_timeout(self) -> float:
+        """How long a connection with no open stream may wait: for its first request as long
+        as mod_reqtimeout's header stage allows, then KeepAliveTimeout (when keep-alive is
+        off, an idle connection closes once its streams are done)."""
+        config = self.ctx.config
+        if not self.started:
+            return config.request_read_timeout.header_timeout
+        return config.keep_alive_timeout if config.keep_alive else 0.0
+
     def close_if_idle(self) -> None:
         """Server stopping: wake the reader so it sends GOAWAY; open streams finish."""
         if self._read_scope is not None:
@@ -179,6 +189,7 @@ class HTTP2Front:
                                     "cancelled streams still running")
                     return
                 self.ctx.metrics.h2_streams += 1
+                self.started += 1
                 new = _Stream(event)
                 self.streams[event.stream_id] = new
                 self.tasks += 1
@@ -252,9 +263,12 @@ class HTTP2Front:
         finally:
             self.tasks -= 1
             self.streams.pop(st.id, None)
-            if self.idle and self._read_scope is not None and (
-                    self.proto.closed or self.ctx.stopping):
-                self._read_scope.cancel()  # the last stream after GOAWAY: close now
+            scope = self._read_scope
+            if self.idle and scope is not None:
+                if self.proto.closed or self.ctx.stopping:
+                    scope.cancel()  # the last stream after GOAWAY: close now
+                else:  # the reader waits with no deadline while streams are open
+                    scope.deadline = anyio.current_time() + self._idle_timeout()
 
     async def _serve(self, st: _Stream) -> None:
         ctx = self.ctx
