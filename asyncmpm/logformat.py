@@ -32,11 +32,11 @@ Part = Callable[["AccessEntry"], str]
 
 
 def _header(headers_attr: str, name: str, escape: Callable[[str], str]) -> Part:
-    wanted = name.lower()
+    wanted = name.lower().encode("latin-1")
 
     def part(entry: AccessEntry) -> str:
         values = [v for k, v in getattr(entry, headers_attr) if k.lower() == wanted]
-        return escape(", ".join(values)) if values else "-"
+        return escape(b", ".join(values).decode("latin-1")) if values else "-"
 
     return part
 

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, TextIO
 
@@ -184,8 +185,10 @@ class AccessEntry:
     server_name: str = ""
     local_port: int = 0
     tid: int = 0
-    request_headers: tuple[tuple[str, str], ...] = ()
-    response_headers: tuple[tuple[str, str], ...] = ()
+    # As received and as sent (raw bytes, lower-case request names): decoded only by a
+    # LogFormat that asks for a header, so the request path pays nothing for them.
+    request_headers: Sequence[tuple[bytes, bytes]] = ()
+    response_headers: Sequence[tuple[bytes, bytes]] = ()
 
 
 _JSON_FIELDS = tuple(f.name for f in fields(AccessEntry)
@@ -251,10 +254,7 @@ class AccessLog:
 
     def format_combined(self, entry: AccessEntry) -> str:
         """``%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"``."""
-        second = int(entry.time // 1)
-        stamp = self._times.get(second)
-        if stamp is None:
-            stamp = self._clf_time(second)
+        stamp = self._clf_cached(entry.time)
         referer = escape_logitem(entry.referer) if entry.referer else "-"
         agent = escape_logitem(entry.user_agent) if entry.user_agent else "-"
         size = entry.bytes_sent or "-"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,17 @@ class SparePlan:
     connections: int = 50
 
 
+async def _every_half_second(probe: Callable[[], Coroutine[Any, Any, None]],
+                             until: float) -> None:
+    """Start ``probe`` every 0.5 s until ``until`` (a slow one does not delay the next),
+    then wait for all of them."""
+    tasks: list[asyncio.Task[None]] = []
+    while time.monotonic() < until:
+        tasks.append(asyncio.create_task(probe()))
+        await asyncio.sleep(0.5)
+    await asyncio.gather(*tasks)
+
+
 async def _probe_status(server: RunningServer, path: str, t0: float, until: float,
                         probes: list[dict[str, Any]]) -> None:
     async def one() -> None:
@@ -104,11 +115,7 @@ async def _probe_status(server: RunningServer, path: str, t0: float, until: floa
             row["error"] = exc.kind
         probes.append(row)
 
-    tasks: list[asyncio.Task[None]] = []
-    while time.monotonic() < until:
-        tasks.append(asyncio.create_task(one()))
-        await asyncio.sleep(0.5)
-    await asyncio.gather(*tasks)
+    await _every_half_second(one, until)
 
 
 def spare_dynamics(server: RunningServer, tools: Tools, plan: SparePlan,
@@ -195,11 +202,7 @@ async def _normal_client(server: RunningServer, start: float, until: float,
         rows.append(row)
 
     await asyncio.sleep(max(0.0, start - time.monotonic()))
-    tasks = []
-    while time.monotonic() < until:
-        tasks.append(asyncio.create_task(one()))
-        await asyncio.sleep(0.5)
-    await asyncio.gather(*tasks)
+    await _every_half_second(one, until)
 
 
 def slow_clients(server: RunningServer, tools: Tools, plan: SlowPlan,

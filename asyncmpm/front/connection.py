@@ -8,6 +8,7 @@ header/body rates while reading, ``Timeout`` for the child (then 504) and for th
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 from collections import deque
@@ -170,6 +171,12 @@ class Connection:
         if b"h2c" not in {t.strip() for t in upgrade.split(b",")} or len(settings) != 1:
             return None
         if b"upgrade" not in {t.strip() for t in connection.split(b",")}:
+            return None
+        try:  # a SETTINGS payload, base64url: one we cannot read is answered on HTTP/1.1
+            payload = base64.urlsafe_b64decode(settings[0] + b"=" * (-len(settings[0]) % 4))
+        except ValueError:
+            return None
+        if len(payload) % 6:
             return None
         rest = [e for e in self.pending if not isinstance(e, EndBody)]
         if rest or self.proto.has_buffered_input():

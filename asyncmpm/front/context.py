@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "FrontContext"]
 
 VERSION = "0.1.0"
+_SERVER_HEADER = f"asyncmpm/{VERSION}".encode()
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
@@ -72,14 +73,14 @@ class FrontContext:
             keep_alive=config.keep_alive and config.keep_alive_timeout > 0,
             max_keep_alive_requests=config.max_keep_alive_requests,
             keep_alive_timeout=config.keep_alive_timeout,
-            server_header=f"asyncmpm/{VERSION}".encode(),
+            server_header=_SERVER_HEADER,
         )
         self.http2_limits = HTTP2Limits(
             max_concurrent_streams=config.h2_max_session_streams,
             initial_window_size=config.h2_window_size,
             max_header_list_size=config.h2_max_header_list_size,
             connection_window=max(config.h2_window_size * 16, 1024 * 1024),
-            server_header=f"asyncmpm/{VERSION}".encode(),
+            server_header=_SERVER_HEADER,
         )
         self.status_path = config.status_path.encode() if config.status_path else None
         self.metrics_path = config.metrics_path.encode() if config.metrics_path else None
@@ -188,10 +189,8 @@ class FrontContext:
                 local_port=int(conn.local_port),
                 tid=(self.scoreboard.processes[slot.child.index].threads[slot.thread].tid
                      if slot is not None else 0),
-                request_headers=tuple((n.decode("latin-1"), v.decode("latin-1"))
-                                      for n, v in request.headers),
-                response_headers=tuple((n.decode("latin-1"), v.decode("latin-1"))
-                                       for n, v in response_headers or ()),
+                request_headers=request.headers,
+                response_headers=response_headers or (),
             )
         )
 

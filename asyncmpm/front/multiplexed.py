@@ -23,7 +23,7 @@ import h2.errors
 
 from asyncmpm.dispatch.dispatcher import QueueFull, QueueTimeout
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
-from asyncmpm.front.request_head import build_request_head
+from asyncmpm.front.request_head import Peer, build_request_head
 from asyncmpm.ipc.frames import (
     ABORT_FRAME,
     BODY_END_FRAME,
@@ -86,14 +86,14 @@ class _Stream:
 class HTTP2Front:
     """The front loop's side of one HTTP/2 connection (TLS with ALPN h2, or h2c)."""
 
-    def __init__(self, stream: ByteStream, ctx: FrontContext, peer: object, *,
+    def __init__(self, stream: ByteStream, ctx: FrontContext, peer: Peer, *,
                  initial: bytes = b"", upgrade: tuple[bytes, Request] | None = None) -> None:
         self.stream = stream
         self.ctx = ctx
-        self.remote_addr: str = getattr(peer, "remote_addr")  # noqa: B009 - a Peer
-        self.remote_port: str = getattr(peer, "remote_port")  # noqa: B009
-        self.local_addr: str = getattr(peer, "local_addr")  # noqa: B009
-        self.local_port: str = getattr(peer, "local_port")  # noqa: B009
+        self.remote_addr = peer.remote_addr
+        self.remote_port = peer.remote_port
+        self.local_addr = peer.local_addr
+        self.local_port = peer.local_port
         self.proto = HTTP2Connection(ctx.http2_limits)
         self.streams: dict[int, _Stream] = {}
         self.tasks = 0  # stream tasks alive, including reset ones still draining a child
@@ -463,25 +463,24 @@ class HTTP2Front:
             return
 
     # ------------------------------------------------------------------ front-answered
-    async def _answer_front(self, st: _Stream, status: int, headers: list[tuple[bytes, bytes]],
-                            body: bytes, t0: float) -> None:
+    async def _respond(self, st: _Stream, status: int, headers: list[tuple[bytes, bytes]],
+                       body: bytes) -> None:
+        """A whole response the front loop writes itself (status page, 5xx)."""
         if st.reset:
             return
         proto = self.proto
         proto.start_response(st.id, status, [*headers, (b"content-length", b"%d" % len(body))],
                              end=not body)
         await self._flush()
-        if body:
-            await self._send_data(st, body)
+        if body and await self._send_data(st, body):
             proto.end_response(st.id)
             await self._flush()
+
+    async def _answer_front(self, st: _Stream, status: int, headers: list[tuple[bytes, bytes]],
+                            body: bytes, t0: float) -> None:
+        await self._respond(st, status, headers, body)
         self.ctx.log_access(self, st.request, status, len(body), t0, None)
 
     async def _answer_error(self, st: _Stream, status: int, message: str) -> None:
-        body = f"{message}\n".encode()
-        self.proto.start_response(st.id, status, [(b"content-type", b"text/plain"),
-                                                  (b"content-length", b"%d" % len(body))])
-        await self._flush()
-        if await self._send_data(st, body):
-            self.proto.end_response(st.id)
-            await self._flush()
+        await self._respond(st, status, [(b"content-type", b"text/plain")],
+                            f"{message}\n".encode())

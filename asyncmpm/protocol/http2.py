@@ -98,7 +98,6 @@ class HTTP2Connection:
         })
         self.closed = False  # a GOAWAY went out: no new streams
         self.error: str | None = None  # why we closed, for the log
-        self.bytes_received = 0
         self._scan = _FrameScanner(limits, clock)
         self._out = bytearray()  # frames we wrote ourselves, ahead of h2's
         self._last_stream = 2**31 - 1  # after a graceful GOAWAY: the last stream served
@@ -107,6 +106,9 @@ class HTTP2Connection:
     def initiate(self) -> None:
         """Our preface (SETTINGS) and a bigger connection window than RFC's 64 KiB."""
         self.h2.initiate_connection()
+        self._grow_connection_window()
+
+    def _grow_connection_window(self) -> None:
         extra = self.limits.connection_window - 65535
         if extra > 0:
             self.h2.increment_flow_control_window(extra)
@@ -118,9 +120,7 @@ class HTTP2Connection:
             self.h2.initiate_upgrade_connection(settings_header)
         except (h2.exceptions.ProtocolError, ValueError) as exc:
             raise ValueError(f"bad HTTP2-Settings: {exc}") from None
-        extra = self.limits.connection_window - 65535
-        if extra > 0:
-            self.h2.increment_flow_control_window(extra)
+        self._grow_connection_window()
         upgraded = Request(
             stream_id=1, method=request.method, target=request.target, path=request.path,
             query=request.query, http_version="2.0", headers=request.headers,
@@ -132,7 +132,6 @@ class HTTP2Connection:
         """Feed bytes from the client; the events they complete."""
         if self.closed and self.error is not None:
             return []
-        self.bytes_received += len(data)
         breach = self._scan.feed(data)
         if breach is not None:
             return self.fail(_CALM, breach)
@@ -150,18 +149,18 @@ class HTTP2Connection:
                     self.h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 continue
             if isinstance(ev, h2.events.RequestReceived):
-                events.extend(self._request(ev))
+                request = self._request(ev)
+                if request is not None:
+                    events.append(request)
             elif isinstance(ev, h2.events.DataReceived):
                 if ev.data:
                     events.append(Body(ev.stream_id, ev.data))
                 elif ev.flow_controlled_length:  # padding only: give the window back
                     self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                if ev.stream_ended is not None:
-                    events.append(EndBody(ev.stream_id))
             elif isinstance(ev, h2.events.StreamEnded):
-                if not any(isinstance(e, EndBody) and e.stream_id == ev.stream_id
-                           for e in events):
-                    events.append(EndBody(ev.stream_id))
+                # h2 reports the end of every stream this way, after its HEADERS, DATA or
+                # trailers: the one place the body ends.
+                events.append(EndBody(ev.stream_id))
             elif isinstance(ev, h2.events.StreamReset):
                 events.append(StreamReset(ev.stream_id, int(ev.error_code or 0)))
             elif isinstance(ev, h2.events.WindowUpdated):
@@ -176,7 +175,7 @@ class HTTP2Connection:
                 pass  # WSGI has no place for request trailers; the body ends with the stream
         return events
 
-    def _request(self, ev: h2.events.RequestReceived) -> list[Event]:
+    def _request(self, ev: h2.events.RequestReceived) -> Request | None:
         assert ev.headers is not None
         pseudo: dict[bytes, bytes] = {}
         headers: list[tuple[bytes, bytes]] = []
@@ -198,7 +197,7 @@ class HTTP2Connection:
         target = pseudo.get(b":path", b"/")
         if method == b"CONNECT":
             self.h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-            return []
+            return None
         path, _, query = target.partition(b"?")
         length: int | None = None
         for name, value in headers:
@@ -208,7 +207,7 @@ class HTTP2Connection:
                 except ValueError:
                     length = None
         ended = ev.stream_ended is not None
-        request = Request(
+        return Request(
             stream_id=ev.stream_id, method=method, target=target, path=path, query=query,
             http_version="2.0", headers=headers,
             content_length=length if not ended else None,
@@ -216,10 +215,6 @@ class HTTP2Connection:
             chunked=not ended and length is None,
             expect_continue=any(n == b"expect" and v.lower() == b"100-continue"
                                 for n, v in headers) and not ended)
-        events: list[Event] = [request]
-        if ended:
-            events.append(EndBody(ev.stream_id))
-        return events
 
     def fail(self, code: int, why: str) -> list[Event]:
         """End the connection with GOAWAY ``code``; ``why`` is kept for the log."""
