@@ -477,3 +477,12 @@ async def test_idle_connection_gets_goaway_after_keep_alive_timeout() -> None:
             http1=False, http2=True, base_url=url(server)) as c:
         for _ in range(3):  # each on a new connection after the previous one's GOAWAY
             assert (await c.get("/hello")).status_code == 200
+
+
+async def test_unreadable_http2_settings_stay_on_http1() -> None:
+    async with serving() as server, await anyio.connect_tcp(*server.addresses[0]) as s:
+        await s.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABk=x\r\n\r\n")
+        with anyio.fail_after(10):
+            reply = await s.receive()
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
