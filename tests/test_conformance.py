@@ -29,9 +29,9 @@ ACCEPTED_FAILURES = {"valid/009", "valid/027"}
                     reason=f"conformance corpus not found at {CONFORMANCE}")
 @pytest.mark.parametrize("send_piece", [None, 3], ids=["whole", "piece3"])
 async def test_conformance_corpus(
-    mpm: MPM, send_piece: int | None, tmp_path: Path, anyio_backend: str
+    mpm: MPM, send_piece: int | None, tmp_path: Path, anyio_backend_name: str
 ) -> None:
-    if send_piece and (mpm is MPM.PREFORK or anyio_backend != "trio"):
+    if send_piece and (mpm is MPM.PREFORK or anyio_backend_name != "trio"):
         pytest.skip("trickled bytes (30 s) run once, on worker + trio; whole requests run on all")
     # invalid/006 encodes gunicorn's request-line limit of 4094 octets (the corpus README).
     async with serving(f"{CONFORMANCE / 'echo_app.py'}:app", mpm=mpm,
