@@ -9,6 +9,10 @@ Content-Length/Transfer-Encoding conflicts); this module adds what llhttp leaves
 Apache's ``LimitRequest*`` limits, RFC 9112's Host and request-target rules, forbidden trailer
 fields, and keep-alive bookkeeping.
 
+A read costs time linear in its own size, whatever came before it: the search for the end of a
+head resumes where the previous read left it (h11's receive buffer does the same), and the body
+bytes framed from one read leave as one :class:`Body` event however many chunks carried them.
+
 Pipelined requests parse ahead into the event list; the caller reads more bytes only when it
 needs more events, so at most one receive buffer is parsed ahead of the request being served.
 
