@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -11,6 +12,9 @@ import httpx
 import pytest
 
 from asyncmpm import MPM
+from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.protocol.events import Event
+from asyncmpm.protocol.http1 import HTTP1Connection
 from tests.conftest import base_url, serving
 
 pytestmark = pytest.mark.anyio
@@ -80,6 +84,48 @@ async def test_chunked_request_and_response_stream() -> None:
         assert "HTTP_TRANSFER_ENCODING" not in env
 
 
+async def test_body_of_tiny_chunks_costs_the_front_per_read(
+    mpm: MPM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 20,000 one-byte chunks reach the app intact, and the front sends the child at most one
+    # BODY frame per read from the client (it was one frame per chunk).
+    reads = 0
+    body_frames = 0
+    receive_data = HTTP1Connection.receive_data
+
+    def counting_receive(self: HTTP1Connection, data: bytes) -> list[Event]:
+        nonlocal reads
+        reads += bool(data)
+        return receive_data(self, data)
+
+    def counting_encode(kind: FrameType, payload: bytes = b"") -> bytes:
+        nonlocal body_frames
+        body_frames += kind is FrameType.BODY
+        return encode(kind, payload)
+
+    monkeypatch.setattr(HTTP1Connection, "receive_data", counting_receive)
+    monkeypatch.setattr("asyncmpm.front.connection.encode", counting_encode)
+    payload = bytes(range(256)) * 78 + bytes(range(32))
+    wire = b"".join(b"1\r\n%c\r\n" % byte for byte in payload) + b"0\r\n\r\n"
+    async with serving(mpm=mpm) as server:
+        host, port = server.addresses[0]
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(wire), 10_000):  # several writes, so several reads
+                await stream.send(wire[i:i + 10_000])
+            answer = b""
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        answer += await stream.receive()
+                    except anyio.EndOfStream:
+                        break
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(f"{len(payload)} {hashlib.sha256(payload).hexdigest()}".encode())
+    assert 1 <= body_frames <= reads
+
+
 async def test_streaming_response_arrives_as_produced() -> None:
     async with serving() as server:
         host, port = server.addresses[0]
@@ -133,8 +179,6 @@ async def test_large_upload_and_download_stream(mpm: MPM) -> None:
     async def body() -> Any:
         for _ in range(size // len(block)):
             yield block
-
-    import hashlib
 
     digest = hashlib.sha256(block * (size // len(block))).hexdigest()
     async with serving(mpm=mpm) as server, httpx.AsyncClient(
