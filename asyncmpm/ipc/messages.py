@@ -89,12 +89,11 @@ class ResponseHead:
         if len(code) != 3 or not code.isdigit() or not b"200" <= code <= b"599":
             raise ValueError(f"invalid response status {code!r}")
         rest = f[2:]
-        names = rest[::2]
-        values = rest[1::2]
-        for i, name in enumerate(names):
-            if len(name) == 14 and name.lower() == b"content-length" and not values[i].isdigit():
-                raise ValueError(f"invalid Content-Length {values[i]!r}")
-        return cls(int(code), f[1], list(zip(names, values, strict=True)))
+        headers = list(zip(rest[::2], rest[1::2], strict=True))
+        for name, value in headers:
+            if len(name) == 14 and name.lower() == b"content-length" and not value.isdigit():
+                raise ValueError(f"invalid Content-Length {value!r}")
+        return cls(int(code), f[1], headers)
 
 
 CPU_TIMES = struct.Struct("!4d")
