@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import Any
 from wsgiref.validate import validator
 
@@ -158,6 +161,107 @@ def file_wrapper(environ: Environ, start_response: StartResponse) -> Iterable[by
     return wrapper
 
 
+# start_response arguments that must never reach the wire: each gets the client a 500 (the
+# app's bug, PEP 3333). wsgiref.validate refuses some of them itself, so the tests serve them
+# through ``unvalidated``. A head that got through would show X-Injected or a second response.
+BAD_HEADS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "reason-crlf": ("200 OK\r\nX-Injected: 1\r\n\r\nHTTP/1.1 200 OK", []),
+    "reason-lf": ("200 OK\nX-Injected: 1", []),
+    "reason-cr": ("200 OK\rX-Injected: 1", []),
+    "reason-nul": ("200 OK\x00X-Injected", []),
+    "reason-del": ("200 O\x7fK X-Injected", []),
+    "no-space": ("200OK X-Injected", []),
+    "status-100": ("100 Continue X-Injected", []),
+    "status-101": ("101 Switching Protocols X-Injected", []),
+    "status-199": ("199 X-Injected", []),
+    "status-600": ("600 X-Injected", []),
+    "status-unicode": ("\u0662\u0660\u0660 X-Injected", []),
+    "status-short": ("20 X-Injected", []),
+    "value-crlf": ("200 OK", [("X-A", "a\r\nX-Injected: 1")]),
+    "value-lf": ("200 OK", [("X-A", "a\nX-Injected: 1")]),
+    "value-cr": ("200 OK", [("X-A", "a\rX-Injected: 1")]),
+    "value-nul": ("200 OK", [("X-Injected", "a\x00b")]),
+    "value-del": ("200 OK", [("X-Injected", "a\x7fb")]),
+    "value-vt": ("200 OK", [("X-Injected", "a\x0bb")]),
+    "value-esc": ("200 OK", [("X-Injected", "\x1b[31m")]),
+    "cl-negative": ("200 OK", [("X-Injected", "1"), ("Content-Length", "-1")]),
+    "cl-plus": ("200 OK", [("X-Injected", "1"), ("Content-Length", "+3")]),
+    "cl-underscore": ("200 OK", [("X-Injected", "1"), ("Content-Length", "0_3")]),
+    "cl-space": ("200 OK", [("X-Injected", "1"), ("Content-Length", " 3")]),
+    "cl-unicode": ("200 OK", [("X-Injected", "1"), ("Content-Length", "\u0663")]),
+    "cl-empty": ("200 OK", [("X-Injected", "1"), ("Content-Length", "")]),
+    "cl-conflict": ("200 OK", [("X-Injected", "1"), ("Content-Length", "3"),
+                               ("Content-Length", "4")]),
+}
+
+
+def bad_head(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """``/bad-head/<case>``: start_response with ``BAD_HEADS[case]``."""
+    status, headers = BAD_HEADS[environ["PATH_INFO"].split("/")[2]]
+    start_response(status, [("Content-Type", "text/plain"), *headers])
+    return [b"abc"]
+
+
+def exits(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """``/exit/<how>``: the app ends with sys.exit(), KeyboardInterrupt, or a BrokenPipeError
+    of its own (not the slot's); ``?started=1`` after the response started."""
+    how = environ["PATH_INFO"].split("/")[2]
+    errors: dict[str, BaseException] = {
+        "sys-exit": SystemExit(3),
+        "keyboard-interrupt": KeyboardInterrupt(),
+        "broken-pipe": BrokenPipeError("the app's own backend went away"),
+        "connection-reset": ConnectionResetError("the app's own backend reset"),
+    }
+    if environ["QUERY_STRING"] != "started=1":
+        raise errors[how]
+
+    def body() -> Iterator[bytes]:
+        yield b"started\n"
+        raise errors[how]
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return body()
+
+
+_PATTERN = bytes(range(256)) * 4096  # 1 MiB
+
+
+def big_chunk(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """``/big-chunk/<list|generator|write>?mb=N``: one N MiB chunk (more than a frame holds)."""
+    how = environ["PATH_INFO"].split("/")[2]
+    mb = int(environ["QUERY_STRING"].partition("=")[2] or 20)
+    chunk = _PATTERN * mb
+    headers = [("Content-Type", "application/octet-stream")]
+    if how == "list":
+        start_response("200 OK", [*headers, ("Content-Length", str(len(chunk)))])
+        return [chunk]
+    write = start_response("200 OK", headers)
+    if how == "write":
+        write(chunk)
+        return []
+    return iter([chunk])
+
+
+def corrupt_frame(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Writes a frame the front's decoder refuses straight onto this slot's channel (found in
+    the caller's frame: a test-only trick), then hangs as if nothing happened. With
+    ``?started=1`` the response starts first, and the frame follows once the request body has
+    ended: the client sends its end after it saw the start."""
+    frame: FrameType | None = sys._getframe()
+    while frame is not None and frame.f_code.co_name != "handle":
+        frame = frame.f_back
+    assert frame is not None
+    channel = frame.f_locals["channel"]
+    if environ["QUERY_STRING"] == "started=1":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"started\n")
+        while environ["wsgi.input"].read(65536):
+            pass
+    channel.send(struct.pack("!IB", 0xFFFFFFFF, 18))
+    time.sleep(60)
+    return [] if environ["QUERY_STRING"] else _text(start_response, b"too late\n")
+
+
 def router(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """One app for many tests: the first path segment picks the behaviour."""
     name = environ["PATH_INFO"].strip("/").split("/")[0] or "hello"
@@ -184,8 +288,13 @@ ROUTES: dict[str, Callable[[Environ, StartResponse], Iterable[bytes]]] = {
     "exc-info": exc_info_app,
     "closing": closing,
     "file": file_wrapper,
+    "bad-head": bad_head,
+    "exit": exits,
+    "big-chunk": big_chunk,
+    "corrupt-frame": corrupt_frame,
 }
 
 # wsgiref.validate checks both sides of PEP 3333 on every request the tests make: our environ,
 # wsgi.input, start_response and iterable handling, and the apps' own behaviour.
 application = validator(router)
+unvalidated = router  # for heads wsgiref.validate would refuse before the server sees them

@@ -18,6 +18,7 @@ from asyncmpm import MPM, Config, ListenAddress, Server
 
 HERE = Path(__file__).resolve().parent
 APPS = f"{HERE / 'apps.py'}:application"
+UNVALIDATED_APPS = f"{HERE / 'apps.py'}:unvalidated"  # the same routes without wsgiref.validate
 
 # Small but real MPM settings, so a 2-core machine runs the suite quickly.
 MPM_SETTINGS: dict[MPM, dict[str, Any]] = {

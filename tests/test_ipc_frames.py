@@ -52,3 +52,20 @@ def test_nul_in_a_field_is_refused() -> None:
 def test_oversized_frame_is_refused() -> None:
     with pytest.raises(ValueError, match="exceeds"):
         FrameDecoder().feed(b"\xff\xff\xff\xff\x02")
+
+
+@pytest.mark.parametrize("payload", [
+    b"200\x00OK\r\nX-Injected: 1",  # response splitting through the reason
+    b"200\x00OK\x00X-A\x00a\nX-Injected: 1",  # or a header value
+    b"100\x00Continue",  # a 1xx is never a final answer
+    b"600\x00Nope",
+    b"20\x00Short",
+    b"+20\x00Sign",
+    b"200\x00OK\x00Content-Length\x00-1",
+    b"200\x00OK\x00content-length\x00 3",
+    b"200\x00OK\x00CONTENT-LENGTH\x00",
+])
+def test_response_head_the_child_should_never_send_is_refused(payload: bytes) -> None:
+    # Defence in depth: the child validates the app's head; the front does not trust it.
+    with pytest.raises(ValueError, match=r"response head|status|Content-Length"):
+        ResponseHead.decode(payload)

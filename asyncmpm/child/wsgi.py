@@ -10,6 +10,7 @@ list response goes out in one write, and a generator's chunks go out as they are
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
@@ -21,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 import structlog
 
-from asyncmpm.ipc.frames import FrameDecoder, FrameType, encode
+from asyncmpm.ipc.frames import HEADER, MAX_DATA, MAX_FRAME, FrameDecoder, FrameType, encode
 from asyncmpm.ipc.messages import CPU_TIMES, RequestHead, ResponseHead
 
 __all__ = ["ChildChannel", "FileWrapper", "SlotServer", "WSGIApp"]
@@ -34,10 +35,24 @@ _log = structlog.get_logger("asyncmpm.child")
 _RECV = 256 * 1024
 _READ_CHUNK = 64 * 1024
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# A final status an app may send (1xx are the server's business), then an optional reason of
+# HTAB, SP, VCHAR and obs-text (RFC 9112 4). ``[0-9]``, not ``\d``: no Unicode digits.
+_STATUS = re.compile(r"([2-5][0-9]{2})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 5.5: no CTL but HTAB in a value
+_DIGITS = re.compile(rb"[0-9]+")  # what int() accepts beyond this (-1, +3, 0_3, " 3") is not HTTP
+_DATA = FrameType.DATA
 
 
 class ClientGone(OSError):
     """The client went away before the request body was complete."""
+
+
+class ChannelClosed(ConnectionError):
+    """The front loop closed this slot's channel: the slot is finished.
+
+    Distinct from a BrokenPipeError the app itself meets (say, on its database socket), which
+    is the app's error like any other (500), not the end of the slot.
+    """
 
 
 class ChildChannel:
@@ -76,7 +91,10 @@ class ChildChannel:
         return any(kind == FrameType.ABORT for kind, _ in self._frames)
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ChannelClosed(str(exc)) from exc
 
 
 class WSGIInput:
@@ -203,11 +221,11 @@ class FileWrapper:
 class _Response:
     """start_response/write state for one request."""
 
-    __slots__ = ("channel", "declared", "exc_info_seen", "head", "head_sent", "is_head", "sent")
+    __slots__ = ("channel", "declared", "head", "head_sent", "is_head", "sent")
 
     def __init__(self, channel: ChildChannel, is_head: bool) -> None:
         self.channel = channel
-        self.head: ResponseHead | None = None
+        self.head: bytes | None = None  # the START frame, encoded once it is valid
         self.head_sent = False
         self.is_head = is_head
         self.sent = 0
@@ -224,11 +242,13 @@ class _Response:
                 exc_info = None
         elif self.head is not None:
             raise AssertionError("start_response called twice without exc_info")
-        self.head = _check_head(status, headers)
-        self.declared = None
-        for name, value in self.head.headers:
-            if name.lower() == b"content-length":
-                self.declared = int(value)
+        # Raised here, a bad head is an exception in the app (PEP 3333): it answers 500.
+        head, declared = _check_head(status, headers)
+        frame = encode(FrameType.START, head.encode())
+        if len(frame) - HEADER.size > MAX_FRAME:
+            raise ValueError(f"response head of {len(frame)} bytes is too large")
+        self.head = frame
+        self.declared = declared
         return self.write
 
     def head_bytes(self) -> bytes:
@@ -237,9 +257,11 @@ class _Response:
         if self.head is None:
             raise AssertionError("the application did not call start_response")
         self.head_sent = True
-        return encode(FrameType.START, self.head.encode())
+        return self.head
 
     def data_bytes(self, data: bytes) -> bytes:
+        """DATA frames for one chunk: a large chunk is split into frames of at most
+        ``MAX_DATA`` bytes, so no app chunk can exceed what the front's decoder accepts."""
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
         if not data:
@@ -249,10 +271,19 @@ class _Response:
             if room <= 0:
                 return b""
             data = data[:room]
-        self.sent += len(data)
+        size = len(data)
+        self.sent += size
         if self.is_head:
             return b""
-        return encode(FrameType.DATA, bytes(data))
+        if size <= MAX_DATA:
+            return HEADER.pack(size, _DATA) + data
+        view = memoryview(data)
+        parts: list[bytes | memoryview] = []
+        for start in range(0, size, MAX_DATA):
+            piece = view[start:start + MAX_DATA]
+            parts.append(HEADER.pack(len(piece), _DATA))
+            parts.append(piece)
+        return b"".join(parts)
 
     def write(self, data: bytes) -> None:
         out = self.data_bytes(data)
@@ -379,9 +410,12 @@ class SlotServer:
                 channel.send(encode(FrameType.FAILED))
             else:
                 channel.send(encode(FrameType.END, CPU_TIMES.pack(*os.times()[:4])))
-        except (BrokenPipeError, ConnectionResetError):
+        except ChannelClosed:
             raise  # the front loop is gone; the slot is finished
         except BaseException as exc:
+            # SystemExit and KeyboardInterrupt too (sys.exit() in a view): like mod_wsgi, log
+            # it, answer 500 and keep serving. Re-raised, it would end a worker thread
+            # silently (its client waiting Timeout for a 504) or a prefork child (a 502).
             if isinstance(exc, ClientGone):
                 self.log.info("client went away while the app read its body")
             else:
@@ -390,8 +424,6 @@ class SlotServer:
                     request=f"{environ['REQUEST_METHOD']} {environ['RAW_URI']}",
                     exc_info=True,
                 )
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
             if response.head_sent:
                 channel.send(encode(FrameType.FAILED))
             else:
@@ -401,7 +433,7 @@ class SlotServer:
             if close is not None:
                 try:
                     close()
-                except Exception:
+                except BaseException:  # the app's code: SystemExit there is its bug too
                     self.log.error("exception in the close() of the WSGI iterable",
                                    exc_info=True)
         wsgi_input.drain()
@@ -422,16 +454,26 @@ def _internal_error() -> bytes:
             + encode(FrameType.END))
 
 
-def _check_head(status: str, headers: list[tuple[str, str]]) -> ResponseHead:
-    """Validate what the app passed to start_response; a bad head is the app's bug (500)."""
+def _check_head(
+    status: str, headers: list[tuple[str, str]]
+) -> tuple[ResponseHead, int | None]:
+    """Validate what the app passed to start_response; a bad head is the app's bug (500).
+
+    Nothing the app chose may end the status line or a header line early (response
+    splitting), a 1xx would be taken for the final answer, and the front frames the body by
+    the declared Content-Length. Returns the head and that length.
+    """
     if not isinstance(status, str):
         raise TypeError(f"status must be a str, not {type(status).__name__}")
-    code_text, _, reason = status.partition(" ")
-    if len(code_text) != 3 or not code_text.isdigit() or int(code_text) < 100:
-        raise ValueError(f"invalid status {status!r}")
+    match = _STATUS.fullmatch(status)
+    if match is None:
+        raise ValueError(f"invalid status {status!r} (a final status, 200-599, and a reason "
+                         "without control characters)")
+    code, reason = match.group(1, 2)
     if not isinstance(headers, list):
         raise TypeError(f"headers must be a list, not {type(headers).__name__}")
     out: list[tuple[bytes, bytes]] = []
+    declared: int | None = None
     for item in headers:
         if not isinstance(item, tuple) or len(item) != 2:
             raise TypeError(f"header {item!r} is not a (name, value) tuple")
@@ -442,8 +484,14 @@ def _check_head(status: str, headers: list[tuple[str, str]]) -> ResponseHead:
         bvalue = value.encode("latin-1")
         if not bname or not set(bname) <= _TOKEN:
             raise ValueError(f"invalid header name {name!r}")
-        if b"\r" in bvalue or b"\n" in bvalue or b"\x00" in bvalue:
+        if _CTL.search(value):
             raise ValueError(f"header {name!r} has a control character in its value")
+        if bname.lower() == b"content-length":
+            if _DIGITS.fullmatch(bvalue) is None:
+                raise ValueError(f"invalid Content-Length {value!r}")
+            length = int(bvalue)
+            if declared is not None and declared != length:
+                raise ValueError("conflicting Content-Length headers")
+            declared = length
         out.append((bname, bvalue))
-    return ResponseHead(int(code_text), reason.encode("latin-1"), out)
-
+    return ResponseHead(int(code), (reason or "").encode("latin-1"), out), declared

@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 
 from asyncmpm.child.app_loader import load_app
-from asyncmpm.child.wsgi import ChildChannel, SlotServer
+from asyncmpm.child.wsgi import ChannelClosed, ChildChannel, SlotServer
 from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.logs import bind_process, configure_logging
 
@@ -239,7 +239,8 @@ def run_child(settings: dict[str, Any], app: Any, slot: int, gen: int, fds: list
 
 
 def _serve(server: SlotServer) -> None:
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+    """Serve one slot until it is stopped or the front closes its channel."""
+    with contextlib.suppress(ChannelClosed, ConnectionResetError):
         server.serve()
 
 

@@ -14,7 +14,7 @@ from asyncmpm.streams import AsyncioStream, ByteStream
 if TYPE_CHECKING:
     from asyncmpm.supervisor.children import Child
 
-__all__ = ["SlotClosed", "SlotHandle"]
+__all__ = ["SlotBroken", "SlotClosed", "SlotHandle"]
 
 _RECV = 256 * 1024
 _HANGUP = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
@@ -22,6 +22,13 @@ _HANGUP = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 class SlotClosed(Exception):
     """The slot's process is gone (crashed, killed, or exited)."""
+
+
+class SlotBroken(SlotClosed):
+    """The child sent what is not the slot protocol (a frame the decoder refuses, a malformed
+    response head). Its channel cannot be resynchronised: the slot is lost as if the child had
+    died, and the child, still alive but untrusted, is killed (see ``Supervisor.slot_lost``).
+    """
 
 
 class SlotHandle:
@@ -32,8 +39,8 @@ class SlotHandle:
     """
 
     __slots__ = (
-        "_decoder", "_fd", "_frames", "_whole_writes", "busy", "child", "closed", "cpu_times",
-        "index", "stream", "thread",
+        "_decoder", "_fd", "_frames", "_whole_writes", "broken", "busy", "child", "closed",
+        "cpu_times", "index", "stream", "thread",
     )
 
     def __init__(self, child: Child, thread: int, stream: ByteStream, fd: int) -> None:
@@ -45,6 +52,7 @@ class SlotHandle:
         self._frames: deque[tuple[int, bytes]] = deque()
         self.busy = False
         self.closed = False
+        self.broken = False  # the child broke the protocol: kill it, do not just forget it
         self._fd = fd
         self._whole_writes = isinstance(stream, AsyncioStream)
         # The child's CPU times as its last END frame reported them (for mod_status).
@@ -87,8 +95,17 @@ class SlotHandle:
             if not data:
                 self.closed = True
                 raise SlotClosed("the child closed its channel")
-            frames.extend(self._decoder.feed(data))
+            try:
+                frames.extend(self._decoder.feed(data))
+            except ValueError as exc:
+                raise self.broke(str(exc)) from exc
         return frames.popleft()
+
+    def broke(self, why: str) -> SlotBroken:
+        """Mark the slot unusable because its child broke the protocol; returns the error
+        to raise (the front's SlotClosed path answers 502 and calls ``slot_lost``)."""
+        self.closed = self.broken = True
+        return SlotBroken(f"the child broke the slot protocol: {why}")
 
     def has_buffered(self) -> bool:
         """Frames already received: the caller can coalesce its client writes."""

@@ -66,6 +66,7 @@ class _Exchange:
     go_ahead: anyio.Event = field(default_factory=anyio.Event)
     client_gone: bool = False
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    status: int = 0  # of the response head written to the client, once it is
 
 
 class Connection:
@@ -335,7 +336,12 @@ class Connection:
         except SlotClosed:
             reusable = False
             ctx.supervisor.slot_lost(slot)
-            if status == 0:
+            if exchange.status:
+                # The head is out: a 502 now would land inside the body. Only closing the
+                # connection tells the client the response is cut short.
+                status = status or exchange.status
+                self.proto.keep_alive = False
+            elif status == 0:
                 status = 502
                 await self._send_error(502, "The child serving this request exited.")
         finally:
@@ -377,7 +383,10 @@ class Connection:
                             body_bytes += len(payload)
                             out.append(proto.body(payload))
                     elif kind == FrameType.START:
-                        head = ResponseHead.decode(payload)
+                        try:
+                            head = ResponseHead.decode(payload)
+                        except ValueError as exc:
+                            raise slot.broke(str(exc)) from exc
                         status = head.status
                         exchange.response_headers = head.headers
                         head_sent = True
@@ -397,6 +406,7 @@ class Connection:
                             out.append(proto.start_response(
                                 head.status, head.headers, head.reason,
                                 stopping=ctx.stopping, force_close=force_close))
+                        exchange.status = status
                     elif kind == FrameType.END:
                         slot.cpu_times = decode_cpu_times(payload)
                         if not replaced:

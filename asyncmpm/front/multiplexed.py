@@ -367,7 +367,10 @@ class HTTP2Front:
                 with contextlib.suppress(SlotClosed):
                     await slot.send(ABORT_FRAME)
             if kind == FrameType.START:
-                head = ResponseHead.decode(payload)
+                try:
+                    head = ResponseHead.decode(payload)
+                except ValueError as exc:
+                    raise slot.broke(str(exc)) from exc
                 st.status, st.headers, started = head.status, head.headers, True
                 if not gone:
                     proto.start_response(st.id, head.status, head.headers)

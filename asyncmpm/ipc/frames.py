@@ -22,6 +22,8 @@ __all__ = [
     "BODY_END_FRAME",
     "BODY_GONE_FRAME",
     "HEADER",
+    "MAX_DATA",
+    "MAX_FRAME",
     "FrameDecoder",
     "FrameType",
     "encode",
@@ -30,7 +32,10 @@ __all__ = [
 ]
 
 HEADER = struct.Struct("!IB")
-MAX_FRAME = 16 * 1024 * 1024
+MAX_FRAME = 16 * 1024 * 1024  # the decoder refuses more: a peer that sends it is broken
+# A child splits a response chunk into DATA frames of at most this: any chunk an app yields
+# then fits MAX_FRAME, and the front relays a huge chunk piecewise instead of buffering it whole.
+MAX_DATA = 1024 * 1024
 
 
 class FrameType(enum.IntEnum):

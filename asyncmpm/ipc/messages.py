@@ -76,11 +76,24 @@ class ResponseHead:
 
     @classmethod
     def decode(cls, payload: bytes) -> ResponseHead:
+        """Decode, and refuse what the child should never send (defence in depth: the child
+        validates the app's head): a status outside 200-599, a CR or LF anywhere (response
+        splitting), a Content-Length that is not digits. One scan of the payload, one pass
+        over the names."""
+        if b"\r" in payload or b"\n" in payload:
+            raise ValueError("CR or LF in a response head")
         f = unpack_fields(payload)
         if len(f) < 2 or len(f) % 2:
             raise ValueError("malformed response head")
+        code = f[0]
+        if len(code) != 3 or not code.isdigit() or not b"200" <= code <= b"599":
+            raise ValueError(f"invalid response status {code!r}")
         rest = f[2:]
-        return cls(int(f[0]), f[1], list(zip(rest[::2], rest[1::2], strict=True)))
+        headers = list(zip(rest[::2], rest[1::2], strict=True))
+        for name, value in headers:
+            if len(name) == 14 and name.lower() == b"content-length" and not value.isdigit():
+                raise ValueError(f"invalid Content-Length {value!r}")
+        return cls(int(code), f[1], headers)
 
 
 CPU_TIMES = struct.Struct("!4d")

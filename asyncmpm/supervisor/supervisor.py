@@ -222,10 +222,10 @@ class Supervisor:
         try:
             with anyio.fail_after(self.config.child_boot_timeout):
                 kind, payload = await slot.recv()
-        except (SlotClosed, TimeoutError):
-            if not slot.closed:
-                self.log.error("child did not become ready in time", slot=child.index,
-                               pid=child.pid)
+        except (SlotClosed, TimeoutError) as exc:
+            if not slot.closed or slot.broken:
+                self.log.error("child did not become ready", slot=child.index, pid=child.pid,
+                               why=str(exc) or "timeout")
                 await self.kill(child, signal.SIGKILL)
             return
         if kind == FrameType.BOOT_ERROR:
@@ -388,11 +388,24 @@ class Supervisor:
             self.dispatcher.release(slot)
 
     def slot_lost(self, slot: SlotHandle) -> None:
-        """A slot's channel hung up mid-request: its child is dying, so none of its other
-        slots may take work (the zygote's exit report can trail the hang-up)."""
+        """A slot's channel hung up mid-request, or its child broke the slot protocol: none
+        of the child's other slots may take work (a dying child's exit report can trail the
+        hang-up), and a child that broke the protocol is killed."""
         child = slot.child
         child.accepting = False
-        self.dispatcher.discard_child(child)
+        idle = self.dispatcher.discard_child(child)
+        if not slot.broken:
+            return
+        # It broke the slot protocol but may well be alive: kill it (worker: once its other
+        # threads are done, as for a hung request; slot_done sends the SIGKILL), so the
+        # policy replaces it instead of a dead-but-busy slot lingering until shutdown.
+        child.doomed = True
+        child.why = "child broke the slot protocol"
+        self.scoreboard.processes[child.index].quiescing = True
+        self.log.error("child broke the slot protocol; killing it", pid=child.pid,
+                       slot=child.index)
+        for other in idle:
+            self._spawn_task(self._stop_slot, other)
 
     def slot_hung(self, slot: SlotHandle) -> None:
         """A request ran past Timeout: replace the child (after its other threads finish)."""
