@@ -255,12 +255,21 @@ class Server:
                     self._write_pid_file()
                     task_status.started(list(self.addresses))
                     await self._stop.wait()
+                    stop_began = time.monotonic()
                     await self._drain(listeners)
                     conn_tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
-                    await self.supervisor.stop_children()
+                    killed, left = await self.supervisor.stop_children()
                 tg.cancel_scope.cancel()
-            self.log.info("shutdown complete: every child has exited")
+            took = f"{time.monotonic() - stop_began:.1f}s"
+            if left:
+                self.log.error("shutdown complete, but some children did not exit",
+                               took=took, killed=killed, left=left)
+            elif killed:
+                self.log.warning(f"shutdown complete: every child has exited, {len(killed)} "
+                                 "only when killed with SIGKILL", took=took, killed=killed)
+            else:
+                self.log.info("shutdown complete: every child has exited", took=took)
         finally:
             self._remove_pid_file()
             with anyio.CancelScope(shield=True):

@@ -42,6 +42,9 @@ class Child:
     doomed: bool = False  # hung: kill once the other threads are done
     abandoned: bool = False  # a slot was given up mid-request (it may still be running)
     served: int = 0
+    conn_limit: int = 0  # this child's MaxConnectionsPerChild (policy.connection_limit)
+    replaces: int = 0  # pid of the retiring child this one was started for
+    replaced: bool = False  # a replacement was started for this (retiring) child
     busy: int = 0
     ready: int = 0
     spawned_at: float = 0.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import signal
 import socket
 import time
@@ -31,7 +32,14 @@ from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
 from asyncmpm.supervisor.children import Child, ZygoteClient, describe_exit
-from asyncmpm.supervisor.policy import PolicyMemo, after_graceful_restart, maintain, startup
+from asyncmpm.supervisor.policy import (
+    PolicyMemo,
+    after_graceful_restart,
+    connection_limit,
+    maintain,
+    replacement,
+    startup,
+)
 from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState
 
 __all__ = ["Supervisor"]
@@ -39,6 +47,9 @@ __all__ = ["Supervisor"]
 _STOP = encode(FrameType.STOP)
 APEXIT_CHILDFATAL = 15
 _QUIET_SIGNALS = {-signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, -signal.SIGUSR1}
+STOP_GRACE = 3.0  # seconds a child has to exit after STOP before it is killed
+_KILL_WAIT = 5.0  # seconds to wait for SIGKILLed children to be reaped
+_MCPC = "MaxConnectionsPerChild"
 
 
 class Supervisor:
@@ -135,12 +146,15 @@ class Supervisor:
         self._fatal_event.set()
 
     async def _maintenance(self) -> None:
+        # httpd's ap_wait_or_timeout returns at once when it reaped a child, and the loop goes
+        # round again without maintenance; maintenance follows every wait that slept its full
+        # second. Reaps happen in other tasks here, so they never postpone a tick: skipping the
+        # tick instead would let one death per second starve the pool to nothing.
         while True:
             await anyio.sleep(1.0)
-            if self.reaped_since_tick:  # httpd skips maintenance on a tick that reaped
-                self.reaped_since_tick = False
-                continue
-            self._signal_respawns = 0
+            if not self.reaped_since_tick:  # a quiet tick ends a run of AH10393 respawns
+                self._signal_respawns = 0
+            self.reaped_since_tick = False
             if self.stopping:
                 continue
             actions, self.memo = maintain(self.scoreboard.snapshot(), self.limits, self.memo)
@@ -162,11 +176,15 @@ class Supervisor:
                 )
 
     # ------------------------------------------------------------------ spawning
-    async def try_spawn(self, index: int) -> bool:
+    async def try_spawn(self, index: int, replaces: int = 0) -> bool:
         """Spawn, logging a failure instead of raising (out of fds or memory is survivable;
         a vanished zygote is not)."""
+        if self.stopping:
+            return False
+        if index in self.children:
+            return True  # filled meanwhile (a replacement or a respawn got there first)
         try:
-            await self.spawn(index)
+            await self.spawn(index, replaces)
         except (OSError, TimeoutError) as exc:
             self.log.error("AH00159: fork: Unable to fork new process", slot=index,
                            error=str(exc))
@@ -176,10 +194,12 @@ class Supervisor:
             return False
         return True
 
-    async def spawn(self, index: int) -> None:
+    async def spawn(self, index: int, replaces: int = 0) -> None:
         tpc = self.limits.threads_per_child
         child = Child(index=index, generation=self.generation, threads=tpc,
-                      spawned_at=time.monotonic())
+                      spawned_at=time.monotonic(), replaces=replaces,
+                      conn_limit=connection_limit(self.limits.max_connections_per_child,
+                                                  random.random()))
         self.children[index] = child
         proc = self.scoreboard.processes[index]
         proc.generation = self.generation
@@ -208,11 +228,14 @@ class Supervisor:
                 s.close()
             for slot in child.slots:
                 await slot.aclose()
+            self.scoreboard.changed()
             raise
         finally:
             for s in theirs:
                 s.close()
         self.spawns += 1
+        if self.stopping:  # forked while the server stops: it goes as soon as it is ready
+            self.retire(child, "shutdown")
         assert self._tg is not None
         for slot in child.slots:
             self._tg.start_soon(self._await_ready, slot)
@@ -236,8 +259,8 @@ class Supervisor:
                 self.log.error("child of the new generation could not load the application",
                                slot=child.index, gen=child.generation, traceback=message)
             return
-        if kind != FrameType.READY or child.retiring or child.exit_code is not None:
-            return
+        if kind != FrameType.READY or child.exit_code is not None:
+            return  # a retiring child is still marked ready below, then told to STOP
         _, _, tid_text = payload.decode().partition(",")
         ws = self.scoreboard.processes[child.index].threads[slot.thread]
         ws.state = SlotState.READY
@@ -271,8 +294,9 @@ class Supervisor:
                     child.forked.set()
                     self.by_pid[child.pid] = child
                     self.scoreboard.processes[child.index].pid = child.pid
+                    extra = {"replaces": child.replaces} if child.replaces else {}
                     self.log.info("child started", pid=child.pid, slot=child.index,
-                                  gen=child.generation)
+                                  gen=child.generation, **extra)
             elif op == "exited":
                 await self._on_exit(message["pid"], message["code"])
 
@@ -316,6 +340,8 @@ class Supervisor:
         else:
             self.log.info("child stopped", cause=cause, why=child.why, **fields)
         child.exited.set()
+        if child.why == _MCPC and not child.replaced:
+            self._spawn_task(self._replace, child)  # no free slot at retirement: its own now
         if (
             code < 0
             and self.limits.threads_per_child > 1
@@ -342,6 +368,8 @@ class Supervisor:
         self.scoreboard.processes[child.index].quiescing = True
         self.log.info("retiring child", pid=child.pid, slot=child.index,
                       gen=child.generation, why=why)
+        if why == _MCPC:
+            self._spawn_task(self._replace, child)
         for slot in self.dispatcher.discard_child(child):
             self._spawn_task(self._stop_slot, slot)
         for slot in child.slots:
@@ -349,6 +377,18 @@ class Supervisor:
                 ws = self.scoreboard.processes[child.index].threads[slot.thread]
                 ws.state = SlotState.GRACEFUL
         self.scoreboard.changed()
+
+    async def _replace(self, old: Child) -> None:
+        """Start a child in place of one retiring after MaxConnectionsPerChild, at once
+        rather than at the next tick: the retirement is planned, and under load the pool
+        would otherwise shrink by one child per retirement until maintenance notices."""
+        if old.replaced or self.stopping or old.generation != self.generation:
+            return
+        spawn = replacement(self.scoreboard.snapshot(), self.limits)
+        if spawn is None:
+            return  # every slot is taken: its own slot is refilled when it has exited
+        old.replaced = True
+        await self.try_spawn(spawn.slots[0], replaces=old.pid)
 
     async def _stop_slot(self, slot: SlotHandle) -> None:
         if slot.closed:
@@ -367,11 +407,11 @@ class Supervisor:
             slot.busy = False
             slot.closed = True
             child.abandoned = True
-        limit = self.limits.max_connections_per_child
+        limit = child.conn_limit
         if limit > 0 and child.served >= limit and not child.retiring:
-            self.retire(child, "MaxConnectionsPerChild")
+            self.retire(child, _MCPC)
         elif limit < 0 and self.limits.threads_per_child > 1 and not child.retiring:
-            self.retire(child, "MaxConnectionsPerChild")  # httpd: worker retires at once
+            self.retire(child, _MCPC)  # httpd: worker retires at once
         if child.doomed:
             slot.busy = False
             if child.busy <= 0:
@@ -511,16 +551,51 @@ class Supervisor:
         self.log.debug("old generation gone", gen=generation)
 
     # ------------------------------------------------------------------ stopping
-    async def stop_children(self, timeout: float = 10.0) -> None:
-        """Ask every child to finish and exit; the zygote terminates stragglers."""
+    def _live(self) -> list[Child]:
+        """Children not yet reaped, including any forked during the stop."""
+        return [c for c in {*self.children.values(), *self.by_pid.values()}
+                if c.exit_code is None]
+
+    async def stop_children(self, grace: float = STOP_GRACE) -> tuple[list[int], list[int]]:
+        """Stop every child and return (pids killed with SIGKILL, pids that never exited).
+
+        Each child is told to STOP and exits once idle (the front loop has already drained
+        the connections). A child that has not exited after ``grace`` seconds cannot, or will
+        not (SIGSTOPped, wedged in C code): it is killed, as httpd's reclaim does at the end.
+        A child forked during the stop is retired as soon as it exists (see :meth:`spawn`).
+        """
         self.stopping = True
-        for child in list(self.children.values()):
+        for child in self._live():
             self.retire(child, "shutdown")
             if child.abandoned:
                 # Still running a request nobody waits for (GracefulShutdownTimeout passed):
                 # httpd sends SIGTERM at this point.
                 await self.kill(child, signal.SIGTERM)
-        with anyio.move_on_after(timeout):
-            for child in list(self.children.values()):
-                if child.pid:
-                    await child.exited.wait()
+        with anyio.move_on_after(grace):
+            await self.scoreboard_wait(lambda: not self._live(), math.inf)
+        killed: list[int] = []
+        for child in self._live():
+            if child.pid:
+                self.log.warning(f"AH00046: child process {child.pid} still did not exit, "
+                                 "sending a SIGKILL", pid=child.pid, slot=child.index,
+                                 state=_process_state(child.pid), grace=grace)
+                killed.append(child.pid)
+                await self.kill(child, signal.SIGKILL)
+        with anyio.move_on_after(_KILL_WAIT):
+            await self.scoreboard_wait(lambda: not self._live(), math.inf)
+        left = [c.pid for c in self._live() if c.pid]
+        for pid in left:
+            self.log.error(f"AH00047: could not make child process {pid} exit, attempting to "
+                           "continue anyway")
+        return killed, left
+
+
+def _process_state(pid: int) -> str:
+    """What a process is doing, for the log ("stopped" says why it did not exit)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            code = f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return "unknown"
+    return {"R": "running", "S": "sleeping", "D": "disk sleep", "T": "stopped",
+            "t": "tracing stop", "Z": "zombie"}.get(code, code)
