@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -15,11 +18,13 @@ from typing import Any
 
 import anyio
 import httpx
+import psutil
 import pytest
 import structlog
 
 from asyncmpm import MPM, Server
-from tests.conftest import APPS, base_url, make_config, serving
+from asyncmpm.supervisor.scoreboard import SlotState
+from tests.conftest import APPS, HERE, base_url, make_config, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -211,3 +216,91 @@ async def test_stop_kills_a_stopped_child_after_the_grace() -> None:
     [done] = logs.find("shutdown complete")
     assert done["killed"] == [victim]
     assert "1 only when killed with SIGKILL" in done["event"]
+
+
+def pids(server: Server) -> set[int]:
+    return {p.pid for p in server.status().processes if p.pid}
+
+
+async def test_killing_the_zygote_loses_no_request(mpm: MPM) -> None:
+    extra: dict[str, Any] = {"min_spare_servers": 2} if mpm is MPM.PREFORK else {}
+    with watch_logs() as logs:
+        async with serving(mpm=mpm, **extra) as server, httpx.AsyncClient(
+            base_url=base_url(server), timeout=30
+        ) as c:
+            dead = server.supervisor.zygote.pid
+            before = pids(server)
+            results: list[int] = []
+
+            async def slow() -> None:
+                results.append((await c.get("/whoami?sleep=1.5")).status_code)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(slow)
+                await server.wait_status(lambda s: any(
+                    t.state is SlotState.BUSY_WRITE for p in s.processes for t in p.threads), 10)
+                os.kill(dead, signal.SIGKILL)
+                died = await logs.wait_for(f"zygote pid {dead} exit signal SIGKILL")
+                assert died["log_level"] == "error"
+                started = await logs.wait_for(f"replacing pid {dead}")
+                assert started["log_level"] == "info"
+            assert results == [200]  # the request in flight finished
+            zygote = server.supervisor.zygote.pid
+            assert zygote != dead
+            # The old children are ours now (we are their subreaper) and keep serving.
+            assert {psutil.Process(pid).ppid() for pid in before} == {os.getpid()}
+            for _ in range(5):
+                assert (await c.get("/hello")).status_code == 200
+            # One old child dies: it is reaped here, and its replacement comes from the new
+            # zygote (prefork: the next tick; worker: at once, as a signal death).
+            victim = min(before)
+            os.kill(victim, signal.SIGKILL)
+            fresh = await server.wait_status(
+                lambda s: victim not in {p.pid for p in s.processes}
+                and bool({p.pid for p in s.processes if p.pid} - before), 10)
+            new_pids = {p.pid for p in fresh.processes if p.pid} - before
+            assert {psutil.Process(pid).ppid() for pid in new_pids} == {zygote}
+            await logs.wait_until(lambda: any(e.get("pid") == victim
+                                              for e in logs.find("child stopped")))
+            assert (await c.get("/hello")).status_code == 200
+    for pid in before:  # reaped, not left as zombies
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).ppid() != os.getpid()
+
+
+def running(p: psutil.Process) -> bool:
+    try:
+        return bool(p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_sigkill_of_the_main_process_ends_every_child() -> None:
+    """A child's zygote may be gone, so only the EOF on its slot channels tells it that the
+    main process died: nothing may outlive a SIGKILLed server."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asyncmpm", "--listen", "127.0.0.1:0", "--start-servers", "3",
+         "--no-proctitle", APPS], cwd=HERE.parent, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "resuming normal operations" in line:
+                break
+        main = psutil.Process(proc.pid)
+        [zygote] = main.children()
+        zygote.kill()
+        for line in proc.stdout:
+            if found := re.search(rf"zygote pid (\d+) started, replacing pid {zygote.pid}", line):
+                break
+        assert found
+        family = main.children(recursive=True)
+        orphans = [p for p in family if p.ppid() == main.pid and p.pid != int(found[1])]
+        assert len(orphans) >= 3  # the old children, kept serving and now ours
+        proc.kill()  # the main process only, not its process group
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(family, timeout=10)
+        assert not [p.pid for p in alive if running(p)]  # a zombie is for init to reap
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)

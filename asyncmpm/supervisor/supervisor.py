@@ -5,7 +5,8 @@ Once a second (httpd's ``ap_wait_or_timeout``) it takes a scoreboard snapshot, a
 zygote, retire one gracefully. It also reacts to events the policy cannot see coming: a child
 exits (slots marked dead, exit cause logged, a boot failure stops the server), a request hangs
 past ``Timeout`` (the child is killed and the policy refills the slot), a child reaches
-``MaxConnectionsPerChild`` (it is retired after its in-flight requests).
+``MaxConnectionsPerChild`` (it is retired after its in-flight requests, and replaced at once),
+the zygote dies (its children keep serving and are reaped here, a new zygote is started).
 
 Generations are carried from the start (generation 0), so graceful restarts can add one.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
 import socket
@@ -31,7 +33,15 @@ from asyncmpm.errors import ChildBootError
 from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
-from asyncmpm.supervisor.children import Child, ZygoteClient, describe_exit
+from asyncmpm.supervisor.children import (
+    Child,
+    ZygoteClient,
+    claim_subreaper,
+    describe_exit,
+    reap_orphan,
+    release_subreaper,
+    signal_child,
+)
 from asyncmpm.supervisor.policy import (
     PolicyMemo,
     after_graceful_restart,
@@ -91,6 +101,7 @@ class Supervisor:
         self.timeouts = 0
         self.spawn_to_ready: list[float] = []
         self.stopping = False
+        self._serving = False  # the first children were ready: a zygote death is survivable
         self._signal_respawns = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._fatal: BaseException | None = None
@@ -104,6 +115,7 @@ class Supervisor:
         Returns ``started`` once the first children are ready to serve. Raises
         :class:`ChildBootError` (or :class:`AppLoadError`) when children cannot boot.
         """
+        claim_subreaper()  # children outlive a dying zygote: they are reparented to us
         try:
             await self.zygote.start()
             async with anyio.create_task_group() as tg:
@@ -117,6 +129,7 @@ class Supervisor:
                         await self._wait_progress()
                 self._raise_fatal()
                 task_status.started()
+                self._serving = True
                 tg.start_soon(self._maintenance)
                 await self._fatal_event.wait()
                 self._raise_fatal()
@@ -125,12 +138,28 @@ class Supervisor:
             for old in list(self._old_zygotes):
                 await old.aclose()
             await self.zygote.aclose()
-            # Children that exited during the shutdown were not reported to a reader any more:
-            # close what is left of their channels here.
             with anyio.CancelScope(shield=True):
+                await self._reap_leftovers()
+                # Children that exited during the shutdown were not reported to a reader any
+                # more: close what is left of their channels here.
                 for child in {*self.children.values(), *self.by_pid.values()}:
                     for slot in child.slots:
                         await slot.aclose()
+            release_subreaper()
+
+    async def _reap_leftovers(self) -> None:
+        """After every zygote has gone: children not seen to exit (orphans of a dead zygote
+        when the stop was cut short; children a zygote reaped at its exit without a report)
+        are killed and reaped here, so none is left running or as a zombie."""
+        for child in {*self.children.values(), *self.by_pid.values()}:
+            if child.pidfd < 0:
+                continue
+            if child.exit_code is None and child.pid:
+                signal_child(child, signal.SIGKILL)
+                with anyio.move_on_after(_KILL_WAIT):
+                    await reap_orphan(child)
+            os.close(child.pidfd)
+            child.pidfd = -1
 
     async def _wait_progress(self) -> None:
         with anyio.move_on_after(0.05):
@@ -155,7 +184,7 @@ class Supervisor:
             if not self.reaped_since_tick:  # a quiet tick ends a run of AH10393 respawns
                 self._signal_respawns = 0
             self.reaped_since_tick = False
-            if self.stopping:
+            if self.stopping or self.zygote.gone:  # no zygote to fork from: wait for the new one
                 continue
             actions, self.memo = maintain(self.scoreboard.snapshot(), self.limits, self.memo)
             await self._execute(actions)
@@ -177,20 +206,17 @@ class Supervisor:
 
     # ------------------------------------------------------------------ spawning
     async def try_spawn(self, index: int, replaces: int = 0) -> bool:
-        """Spawn, logging a failure instead of raising (out of fds or memory is survivable;
-        a vanished zygote is not)."""
-        if self.stopping:
+        """Spawn, logging a failure instead of raising: out of fds or memory, or a zygote
+        that died under the request, are all survivable (maintenance tries again)."""
+        if self.stopping or self.zygote.gone:  # a new zygote is on its way
             return False
         if index in self.children:
             return True  # filled meanwhile (a replacement or a respawn got there first)
         try:
             await self.spawn(index, replaces)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ChildBootError) as exc:  # the last: the zygote died
             self.log.error("AH00159: fork: Unable to fork new process", slot=index,
                            error=str(exc))
-            return False
-        except ChildBootError as exc:
-            self.fail(exc)
             return False
         return True
 
@@ -220,6 +246,8 @@ class Supervisor:
             await self.zygote.spawn(index, self.generation, [s.fileno() for s in theirs])
             with anyio.fail_after(self.config.child_boot_timeout):
                 await child.forked.wait()  # like fork(): the pid is known when we return
+            if not child.pid:
+                raise ChildBootError("the zygote died before it forked the child")
         except BaseException:
             for ws in proc.threads:
                 ws.state = SlotState.DEAD
@@ -283,14 +311,23 @@ class Supervisor:
         while True:
             message = await zygote.receive()
             if message is None:
-                if zygote is self.zygote:
-                    self.fail(ChildBootError("the zygote process exited unexpectedly"))
+                await self._zygote_gone(zygote)
                 return
             op = message["op"]
             if op == "spawned":
                 child = self.children.get(message["slot"])
-                if child is not None and child.generation == message["gen"]:
+                pidfd: int = message.get("pidfd", -1)
+                if (child is None or child.generation != message["gen"] or child.pid
+                        or child.zygote is not zygote):
+                    # Forked for a spawn given up meanwhile (boot timeout): its channels are
+                    # closed, so it exits at once; keep it on record to be reaped.
+                    stray = Child(index=message["slot"], generation=message["gen"], threads=0,
+                                  pid=message["pid"], pidfd=pidfd, zygote=zygote,
+                                  retiring=True, why="spawn given up")
+                    self.by_pid[stray.pid] = stray
+                else:
                     child.pid = message["pid"]
+                    child.pidfd = pidfd
                     child.forked.set()
                     self.by_pid[child.pid] = child
                     self.scoreboard.processes[child.index].pid = child.pid
@@ -300,12 +337,71 @@ class Supervisor:
             elif op == "exited":
                 await self._on_exit(message["pid"], message["code"])
 
-    async def _on_exit(self, pid: int, code: int) -> None:
+    async def _zygote_gone(self, zygote: ZygoteClient) -> None:
+        """The zygote's control socket hung up. Its children keep serving: once it is reaped
+        they are ours (we are their subreaper), and each is reaped here when it exits. The
+        current generation gets a new zygote; children it forks join the same pool."""
+        code = await zygote.wait_exit()  # from here on its children are reparented to us
+        for child in list(self.children.values()):
+            if child.zygote is zygote and not child.pid:
+                child.forked.set()  # spawn() sees no pid: the fork never happened
+        orphans = [c for c in {*self.children.values(), *self.by_pid.values()}
+                   if c.zygote is zygote and c.pid and c.exit_code is None]
+        if self._tg is not None:
+            for child in orphans:
+                self._tg.start_soon(self._reap_orphan, child)
+        if zygote.closing:
+            return
+        if not self._serving:
+            self.fail(ChildBootError(f"the zygote exited unexpectedly ({describe_exit(code)})"))
+            return
+        current = zygote is self.zygote and not self.stopping
+        self.log.error(f"zygote pid {zygote.pid} {describe_exit(code)}; {len(orphans)} "
+                       "children keep serving" + (", starting a new zygote" if current else ""),
+                       pid=zygote.pid, gen=self.generation, children=[c.pid for c in orphans])
+        if current:
+            await self._replace_zygote(zygote)
+
+    async def _replace_zygote(self, dead: ZygoteClient) -> None:
+        """Start a zygote for the current generation in place of one that died. If it cannot
+        start (the app no longer imports), try again every 10 s (httpd's wait after a failed
+        fork); the children already running keep serving meanwhile."""
+        while self.zygote is dead and not self.stopping:
+            new = ZygoteClient(self.settings)
+            try:
+                await new.start()
+            except Exception as exc:
+                await new.aclose()
+                self.log.error("a new zygote could not be started; retrying in 10 s",
+                               error=str(exc))
+                await anyio.sleep(10)
+                continue
+            if self.zygote is not dead or self.stopping or self._tg is None:
+                await new.aclose()  # a restart or the stop got there first
+                return
+            self.zygote = new
+            self._tg.start_soon(self._zygote_messages, new)
+            self._old_zygotes.add(dead)
+            self._tg.start_soon(self._close_zygote_when_idle, dead, self.generation)
+            self.log.info(f"zygote pid {new.pid} started, replacing pid {dead.pid}",
+                          pid=new.pid, gen=self.generation)
+
+    async def _reap_orphan(self, child: Child) -> None:
+        code = await reap_orphan(child)
+        if child.exit_code is None:
+            await self._on_exit(child.pid, code)
+
+    async def _on_exit(self, pid: int, status: int | None) -> None:
+        """A child exited (reported by its zygote, or reaped here if that zygote died);
+        ``status`` None: its zygote reaped it and died before it could say how it ended."""
         child = self.by_pid.pop(pid, None)
         if child is None:
             self.log.info(f"AH00167: long lost child came home! (pid {pid})")
             return
-        child.exit_code = code
+        code = child.exit_code = status if status is not None else 0
+        if child.pidfd >= 0:
+            os.close(child.pidfd)
+            child.pidfd = -1
         child.accepting = False
         self.reaped_since_tick = True
         self.dispatcher.discard_child(child)
@@ -325,7 +421,7 @@ class Supervisor:
         self.scoreboard.changed()
         for slot in child.slots:
             await slot.aclose()
-        cause = describe_exit(code)
+        cause = describe_exit(code) if status is not None else "exit status unknown"
         fields = {"pid": pid, "slot": child.index, "gen": child.generation, "served": child.served}
         if code == APEXIT_CHILDFATAL and child.generation == self.generation == 0:
             self.log.error(f"AH00166: child pid {pid} exit signal fatal error, shutting down",
@@ -451,9 +547,7 @@ class Supervisor:
             self._spawn_task(self.kill, child, signal.SIGKILL)
 
     async def kill(self, child: Child, sig: int) -> None:
-        zygote = child.zygote if child.zygote is not None else self.zygote
-        if child.pid and child.exit_code is None:
-            await zygote.kill(child.pid, sig)
+        signal_child(child, sig)
 
     def _spawn_task(self, func: Any, *args: Any) -> None:
         if self._tg is not None:
