@@ -251,7 +251,14 @@ async def accept_raw(listener: anyio.abc.SocketListener) -> tuple[
             conn.close()
             raise
         return conn, remote, local
-    stream = await listener.accept()
+    try:
+        stream = await listener.accept()
+    except anyio.BrokenResourceError as exc:
+        # anyio's trio listener turns every OSError into BrokenResourceError, which reads as
+        # "the listener is gone": hand back the OSError so EMFILE and kin are retried.
+        if isinstance(exc.__cause__, OSError):
+            raise exc.__cause__ from None
+        raise
     remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
     local = stream.extra(anyio.abc.SocketAttribute.local_address)
     return stream, remote, local  # type: ignore[return-value]

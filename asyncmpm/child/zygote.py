@@ -9,19 +9,22 @@ memory copy-on-write.
 Control protocol (a SOCK_SEQPACKET socketpair, one JSON object per packet; never network data):
 
 - supervisor -> zygote: ``{"op": "spawn", "slot": N, "gen": G}`` with the child's slot-channel
-  fds attached (SCM_RIGHTS); ``{"op": "kill", "pid": P, "sig": S}``; ``{"op": "exit"}``.
+  fds attached (SCM_RIGHTS); ``{"op": "exit"}``.
 - zygote -> supervisor: ``{"op": "ready"}`` or ``{"op": "error", "message": ...}`` once, then
-  ``{"op": "spawned", ...}`` and ``{"op": "exited", "pid": P, "status": ...}`` per child.
+  per child ``{"op": "spawned", ...}`` with a pidfd of the child attached (opened before the
+  child can be reaped, so it can never name a reused pid) and ``{"op": "exited", "pid": P,
+  "code": ...}``. The supervisor signals children through their pidfds.
 
-If the supervisor disappears (EOF on the control socket, even after SIGKILL), the zygote
-terminates its children and exits; children die with the zygote (PR_SET_PDEATHSIG, which is
-safe there because the zygote is single-threaded), so nothing is orphaned.
+Children outlive the zygote: if it dies, they are reparented to the supervisor (a child
+subreaper), keep serving, and the supervisor reaps them. A child stops on EOF on its slot
+channels, so it also stops when the supervisor disappears, even after SIGKILL. If the
+supervisor disappears (EOF on the control socket), the zygote terminates its children
+(SIGKILL after a grace) and exits, so nothing is orphaned.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import json
 import os
@@ -30,6 +33,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -43,14 +47,8 @@ from asyncmpm.logs import bind_process, configure_logging
 __all__ = ["APEXIT_CHILDFATAL", "main"]
 
 APEXIT_CHILDFATAL = 15  # httpd's exit code for "do not respawn me, stop the server"
-_PR_SET_PDEATHSIG = 1
 _MAX_FDS = 250
-
-
-def _die_with_parent(sig: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+_SHUTDOWN_GRACE = 5.0  # seconds children get after SIGTERM before SIGKILL
 
 
 def _set_title(enabled: bool, title: str) -> None:
@@ -71,9 +69,12 @@ class Zygote:
         self.children: dict[int, tuple[int, int]] = {}  # pid -> (slot, generation)
         self.log = structlog.get_logger("asyncmpm.zygote")
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         with contextlib.suppress(OSError):
-            self.ctl.send(json.dumps(message).encode())
+            if fds:
+                socket.send_fds(self.ctl, [json.dumps(message).encode()], fds)
+            else:
+                self.ctl.send(json.dumps(message).encode())
 
     def run(self) -> int:
         settings = self.settings
@@ -121,8 +122,6 @@ class Zygote:
                     op = request["op"]
                     if op == "spawn":
                         self.spawn(request["slot"], request["gen"], fds, selector, wake_r, wake_w)
-                    elif op == "kill":
-                        self.kill(request["pid"], request["sig"])
                     elif op == "exit":
                         return self.shutdown()
                 self.reap()
@@ -131,11 +130,6 @@ class Zygote:
             selector.close()
             os.close(wake_r)
             os.close(wake_w)
-
-    def kill(self, pid: int, sig: int) -> None:
-        if pid in self.children:  # never signal a pid we already reaped (it may be reused)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
 
     def reap(self) -> None:
         while self.children:
@@ -150,9 +144,24 @@ class Zygote:
             self.send({"op": "exited", "pid": pid, "slot": slot, "gen": gen, "code": code})
 
     def shutdown(self) -> int:
+        """Terminate the children; SIGKILL those that do not go (a SIGSTOPped child never
+        acts on SIGTERM), so the zygote never waits forever."""
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _SHUTDOWN_GRACE
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return 0
+            if pid:
+                self.children.pop(pid, None)
+            else:
+                time.sleep(0.02)
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         while self.children:
             try:
                 pid, _ = os.waitpid(-1, 0)
@@ -175,7 +184,11 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             self.children[pid] = (slot, gen)
-            self.send({"op": "spawned", "slot": slot, "gen": gen, "pid": pid})
+            pidfd = os.pidfd_open(pid)  # not reaped yet, so this is surely our child
+            try:
+                self.send({"op": "spawned", "slot": slot, "gen": gen, "pid": pid}, [pidfd])
+            finally:
+                os.close(pidfd)
             return
         # In the child: drop everything that belongs to the zygote.
         code = 1
@@ -197,8 +210,8 @@ class Zygote:
 
 
 def run_child(settings: dict[str, Any], app: Any, slot: int, gen: int, fds: list[int]) -> int:
-    """Serve this child's slots until told to stop; returns the exit code."""
-    _die_with_parent(signal.SIGTERM)
+    """Serve this child's slots until told to stop (STOP, or EOF when the supervisor is gone;
+    no PR_SET_PDEATHSIG: a child must outlive its zygote); returns the exit code."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _set_title(settings["proctitle"], f"asyncmpm: child slot {slot} gen {gen}")
     structlog.contextvars.clear_contextvars()  # drop the zygote's role=zygote

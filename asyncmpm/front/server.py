@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,7 @@ from asyncmpm.tls import make_ssl_context
 __all__ = ["Server"]
 
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_ACCEPT_BACKOFF = 0.1  # seconds between accept attempts while out of resources (as trio's)
 
 
 class Server:
@@ -253,12 +255,21 @@ class Server:
                     self._write_pid_file()
                     task_status.started(list(self.addresses))
                     await self._stop.wait()
+                    stop_began = time.monotonic()
                     await self._drain(listeners)
                     conn_tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
-                    await self.supervisor.stop_children()
+                    killed, left = await self.supervisor.stop_children()
                 tg.cancel_scope.cancel()
-            self.log.info("shutdown complete: every child has exited")
+            took = f"{time.monotonic() - stop_began:.1f}s"
+            if left:
+                self.log.error("shutdown complete, but some children did not exit",
+                               took=took, killed=killed, left=left)
+            elif killed:
+                self.log.warning(f"shutdown complete: every child has exited, {len(killed)} "
+                                 "only when killed with SIGKILL", took=took, killed=killed)
+            else:
+                self.log.info("shutdown complete: every child has exited", took=took)
         finally:
             self._remove_pid_file()
             with anyio.CancelScope(shield=True):
@@ -319,25 +330,34 @@ class Server:
     async def _accept_forever(
         self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup, tls: bool
     ) -> None:
+        backing_off_since: float | None = None
         while True:
             try:
                 if tls:
                     raw, remote, local = await accept_raw(listener)
                     tg.start_soon(self._handle_tls, raw, remote, local)
-                    continue
-                stream, remote, local = await accept(listener)
+                else:
+                    stream, remote, local = await accept(listener)
+                    tg.start_soon(self._handle, stream, remote, local)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
             except OSError as exc:
-                if exc.errno in _ACCEPT_RETRY:
-                    # Out of descriptors: back off instead of spinning (connections queue in
-                    # the kernel backlog meanwhile).
-                    self.log.error("AH00050: accept failed, backing off", error=str(exc))
-                    await anyio.sleep(0.1)
+                if exc.errno not in _ACCEPT_RETRY:
+                    self.log.warning("accept failed", error=str(exc))
                     continue
-                self.log.warning("accept failed", error=str(exc))
+                # Out of descriptors or memory: back off instead of spinning or giving up
+                # (connections wait in the kernel backlog meanwhile). Logged once per episode,
+                # not ten times a second.
+                if backing_off_since is None:
+                    backing_off_since = time.monotonic()
+                    self.log.error("AH00050: accept failed, backing off and retrying",
+                                   error=str(exc), errno=errno.errorcode.get(exc.errno or 0))
+                await anyio.sleep(_ACCEPT_BACKOFF)
                 continue
-            tg.start_soon(self._handle, stream, remote, local)
+            if backing_off_since is not None:
+                self.log.info("accepting connections again",
+                              after=f"{time.monotonic() - backing_off_since:.1f}s")
+                backing_off_since = None
 
     async def _handle_tls(self, raw: socket.socket | anyio.abc.SocketStream,
                           remote: tuple[str, int], local: tuple[str, int]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -21,7 +22,8 @@ from asyncmpm.errors import AppLoadError, ChildBootError
 if TYPE_CHECKING:
     from asyncmpm.dispatch.slot import SlotHandle
 
-__all__ = ["Child", "ZygoteClient", "describe_exit"]
+__all__ = ["Child", "ZygoteClient", "claim_subreaper", "describe_exit", "reap_orphan",
+           "release_subreaper", "signal_child"]
 
 # The zygote is a fresh interpreter: it must find this package even when it is not installed.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -42,11 +44,15 @@ class Child:
     doomed: bool = False  # hung: kill once the other threads are done
     abandoned: bool = False  # a slot was given up mid-request (it may still be running)
     served: int = 0
+    conn_limit: int = 0  # this child's MaxConnectionsPerChild (policy.connection_limit)
+    replaces: int = 0  # pid of the retiring child this one was started for
+    replaced: bool = False  # a replacement was started for this (retiring) child
     busy: int = 0
     ready: int = 0
     spawned_at: float = 0.0
     ready_at: float = 0.0
     zygote: ZygoteClient | None = None
+    pidfd: int = -1  # from the zygote at fork: signals always reach this process, never a reuse
     forked: anyio.Event = field(default_factory=anyio.Event)
     exited: anyio.Event = field(default_factory=anyio.Event)
     exit_code: int | None = None
@@ -63,6 +69,62 @@ def describe_exit(code: int) -> str:
     return f"exit signal {name} ({-code})"
 
 
+def signal_child(child: Child, sig: int) -> None:
+    """Send ``sig`` to a child that has not been reaped, whoever its parent is by now."""
+    if child.pidfd >= 0 and child.exit_code is None:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(child.pidfd, sig)
+
+
+async def reap_orphan(child: Child) -> int | None:
+    """Wait for a child whose zygote has died (it is ours now: we are its subreaper) to exit,
+    and reap it. Only its own pid is waited for: ``waitpid(-1)`` would steal the status of
+    processes the event loop waits for. None if it was reaped elsewhere (by its zygote,
+    which died before it could report the exit)."""
+    while True:
+        await anyio.wait_readable(child.pidfd)
+        try:
+            pid, status = os.waitpid(child.pid, os.WNOHANG)  # noqa: ASYNC222 (never blocks)
+        except ChildProcessError:
+            return None
+        if pid:
+            return os.waitstatus_to_exitcode(status)
+        await anyio.sleep(0.01)  # exited, but still being handed over to us
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+_subreaper_claims = 0
+_subreaper_before = False
+
+
+def _prctl(option: int, arg: Any) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def claim_subreaper() -> None:
+    """Make this process the child subreaper, so children whose zygote dies are reparented
+    here (to be reaped and signalled by us) instead of to init. Counted, and undone by the
+    last :func:`release_subreaper`: an embedding program gets its flag back."""
+    global _subreaper_claims, _subreaper_before
+    if _subreaper_claims == 0:
+        current = ctypes.c_int(0)
+        _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(current))
+        _subreaper_before = bool(current.value)
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _subreaper_claims += 1
+
+
+def release_subreaper() -> None:
+    global _subreaper_claims
+    _subreaper_claims -= 1
+    if _subreaper_claims == 0 and not _subreaper_before:
+        _prctl(_PR_SET_CHILD_SUBREAPER, 0)
+
+
 class ZygoteClient:
     """Start the zygote, ask it to fork children, hear about their exits."""
 
@@ -70,6 +132,8 @@ class ZygoteClient:
         self.settings = settings
         self.process: anyio.abc.Process | None = None
         self.sock: socket.socket | None = None
+        self.closing = False  # aclose() asked it to exit: its end is no surprise
+        self.gone = False  # its control socket hung up: it cannot fork any more
 
     async def start(self) -> None:
         """Start the zygote and wait until it has imported the app (or failed to)."""
@@ -98,26 +162,45 @@ class ZygoteClient:
         if first["op"] == "error":
             raise AppLoadError(first["message"])
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    async def wait_exit(self) -> int:
+        """The zygote's exit code (negative: killed by that signal), once it is reaped;
+        from then on, every child it left is reparented to us."""
+        assert self.process is not None
+        return await self.process.wait()
+
     async def receive(self) -> dict[str, Any] | None:
         """The next message from the zygote; None once it has gone (or been closed here:
-        an old generation's reader may still be looping when its zygote is let go)."""
+        an old generation's reader may still be looping when its zygote is let go).
+        A "spawned" message carries the child's pidfd as ``pidfd``."""
         while True:
             sock = self.sock
             if sock is None:
+                self.gone = True
                 return None
             try:
-                data = sock.recv(65536)
+                data, fds, _, _ = socket.recv_fds(sock, 65536, 1)
             except BlockingIOError:
                 try:
                     await anyio.wait_readable(sock)
                 except (OSError, anyio.ClosedResourceError):
+                    self.gone = True
                     return None
                 continue
             except OSError:
+                self.gone = True
                 return None
             if not data:
+                for fd in fds:
+                    os.close(fd)
+                self.gone = True
                 return None
             message: dict[str, Any] = json.loads(data)
+            if fds:
+                message["pidfd"] = fds[0]
             return message
 
     async def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -140,12 +223,9 @@ class ZygoteClient:
     async def spawn(self, slot: int, generation: int, fds: list[int]) -> None:
         await self._send({"op": "spawn", "slot": slot, "gen": generation}, fds)
 
-    async def kill(self, pid: int, sig: int) -> None:
-        with contextlib.suppress(ChildBootError):
-            await self._send({"op": "kill", "pid": pid, "sig": sig})
-
     async def aclose(self, timeout: float = 10.0) -> None:
         """Ask the zygote to stop its children and exit; force it after ``timeout``."""
+        self.closing = True
         with anyio.CancelScope(shield=True):
             if self.sock is not None:
                 with contextlib.suppress(ChildBootError):

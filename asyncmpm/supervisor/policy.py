@@ -27,9 +27,19 @@ from asyncmpm.config.model import MPM, MPMLimits
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
 from asyncmpm.supervisor.scoreboard import ProcessSnapshot, ScoreboardSnapshot, SlotState
 
-__all__ = ["MAX_SPAWN_RATE", "PolicyMemo", "after_graceful_restart", "maintain", "startup"]
+__all__ = [
+    "CONNECTION_LIMIT_JITTER",
+    "MAX_SPAWN_RATE",
+    "PolicyMemo",
+    "after_graceful_restart",
+    "connection_limit",
+    "maintain",
+    "replacement",
+    "startup",
+]
 
 MAX_SPAWN_RATE = 32  # httpd's MAX_SPAWN_RATE
+CONNECTION_LIMIT_JITTER = 0.1  # a child's MaxConnectionsPerChild is drawn from the top 10 %
 _IDLE_STATES = (SlotState.DEAD, SlotState.STARTING, SlotState.READY)
 _ACTIVE_STATES = frozenset(
     {SlotState.READY, SlotState.BUSY_READ, SlotState.BUSY_WRITE, SlotState.BUSY_KEEPALIVE,
@@ -58,6 +68,30 @@ def startup(snapshot: ScoreboardSnapshot, limits: MPMLimits, count: int) -> Spaw
     free = [p.index for p in snapshot.processes[: limits.process_limit] if _empty(p)]
     chosen = tuple(free[:count])
     return Spawn(chosen) if chosen else None
+
+
+def replacement(snapshot: ScoreboardSnapshot, limits: MPMLimits) -> Spawn | None:
+    """A child that reached MaxConnectionsPerChild is replaced at once (its retirement is
+    planned, not a failure): into the lowest empty slot within the process limit, so the pool
+    never holds more than it may. None when every slot is taken; the supervisor then refills
+    the retiring child's own slot as soon as it has exited, still without waiting for a tick.
+    """
+    return startup(snapshot, limits, 1)
+
+
+def connection_limit(limit: int, draw: float) -> int:
+    """One child's share of MaxConnectionsPerChild, ``draw`` uniform in [0, 1).
+
+    Children started together get the same load, so with one limit they would all retire
+    together and leave the pool empty at once. Each child gets a limit drawn from the top
+    ``CONNECTION_LIMIT_JITTER`` of the configured one (gunicorn's ``max_requests_jitter``,
+    but downward: a child never serves more than the directive says). 0 and negative
+    values (never retire, worker's "retire at once") pass through.
+    """
+    if limit <= 0:
+        return limit
+    spread = int(limit * CONNECTION_LIMIT_JITTER)
+    return limit - min(spread, int(draw * (spread + 1)))
 
 
 def maintain(

@@ -5,7 +5,8 @@ Once a second (httpd's ``ap_wait_or_timeout``) it takes a scoreboard snapshot, a
 zygote, retire one gracefully. It also reacts to events the policy cannot see coming: a child
 exits (slots marked dead, exit cause logged, a boot failure stops the server), a request hangs
 past ``Timeout`` (the child is killed and the policy refills the slot), a child reaches
-``MaxConnectionsPerChild`` (it is retired after its in-flight requests).
+``MaxConnectionsPerChild`` (it is retired after its in-flight requests, and replaced at once),
+the zygote dies (its children keep serving and are reaped here, a new zygote is started).
 
 Generations are carried from the start (generation 0), so graceful restarts can add one.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import random
 import signal
 import socket
 import time
@@ -30,8 +33,23 @@ from asyncmpm.errors import ChildBootError
 from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
-from asyncmpm.supervisor.children import Child, ZygoteClient, describe_exit
-from asyncmpm.supervisor.policy import PolicyMemo, after_graceful_restart, maintain, startup
+from asyncmpm.supervisor.children import (
+    Child,
+    ZygoteClient,
+    claim_subreaper,
+    describe_exit,
+    reap_orphan,
+    release_subreaper,
+    signal_child,
+)
+from asyncmpm.supervisor.policy import (
+    PolicyMemo,
+    after_graceful_restart,
+    connection_limit,
+    maintain,
+    replacement,
+    startup,
+)
 from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState
 
 __all__ = ["Supervisor"]
@@ -39,6 +57,9 @@ __all__ = ["Supervisor"]
 _STOP = encode(FrameType.STOP)
 APEXIT_CHILDFATAL = 15
 _QUIET_SIGNALS = {-signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, -signal.SIGUSR1}
+STOP_GRACE = 3.0  # seconds a child has to exit after STOP before it is killed
+_KILL_WAIT = 5.0  # seconds to wait for SIGKILLed children to be reaped
+_MCPC = "MaxConnectionsPerChild"
 
 
 class Supervisor:
@@ -80,6 +101,7 @@ class Supervisor:
         self.timeouts = 0
         self.spawn_to_ready: list[float] = []
         self.stopping = False
+        self._serving = False  # the first children were ready: a zygote death is survivable
         self._signal_respawns = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._fatal: BaseException | None = None
@@ -93,6 +115,7 @@ class Supervisor:
         Returns ``started`` once the first children are ready to serve. Raises
         :class:`ChildBootError` (or :class:`AppLoadError`) when children cannot boot.
         """
+        claim_subreaper()  # children outlive a dying zygote: they are reparented to us
         try:
             await self.zygote.start()
             async with anyio.create_task_group() as tg:
@@ -106,6 +129,7 @@ class Supervisor:
                         await self._wait_progress()
                 self._raise_fatal()
                 task_status.started()
+                self._serving = True
                 tg.start_soon(self._maintenance)
                 await self._fatal_event.wait()
                 self._raise_fatal()
@@ -114,12 +138,28 @@ class Supervisor:
             for old in list(self._old_zygotes):
                 await old.aclose()
             await self.zygote.aclose()
-            # Children that exited during the shutdown were not reported to a reader any more:
-            # close what is left of their channels here.
             with anyio.CancelScope(shield=True):
+                await self._reap_leftovers()
+                # Children that exited during the shutdown were not reported to a reader any
+                # more: close what is left of their channels here.
                 for child in {*self.children.values(), *self.by_pid.values()}:
                     for slot in child.slots:
                         await slot.aclose()
+            release_subreaper()
+
+    async def _reap_leftovers(self) -> None:
+        """After every zygote has gone: children not seen to exit (orphans of a dead zygote
+        when the stop was cut short; children a zygote reaped at its exit without a report)
+        are killed and reaped here, so none is left running or as a zombie."""
+        for child in {*self.children.values(), *self.by_pid.values()}:
+            if child.pidfd < 0:
+                continue
+            if child.exit_code is None and child.pid:
+                signal_child(child, signal.SIGKILL)
+                with anyio.move_on_after(_KILL_WAIT):
+                    await reap_orphan(child)
+            os.close(child.pidfd)
+            child.pidfd = -1
 
     async def _wait_progress(self) -> None:
         with anyio.move_on_after(0.05):
@@ -135,13 +175,16 @@ class Supervisor:
         self._fatal_event.set()
 
     async def _maintenance(self) -> None:
+        # httpd's ap_wait_or_timeout returns at once when it reaped a child, and the loop goes
+        # round again without maintenance; maintenance follows every wait that slept its full
+        # second. Reaps happen in other tasks here, so they never postpone a tick: skipping the
+        # tick instead would let one death per second starve the pool to nothing.
         while True:
             await anyio.sleep(1.0)
-            if self.reaped_since_tick:  # httpd skips maintenance on a tick that reaped
-                self.reaped_since_tick = False
-                continue
-            self._signal_respawns = 0
-            if self.stopping:
+            if not self.reaped_since_tick:  # a quiet tick ends a run of AH10393 respawns
+                self._signal_respawns = 0
+            self.reaped_since_tick = False
+            if self.stopping or self.zygote.gone:  # no zygote to fork from: wait for the new one
                 continue
             actions, self.memo = maintain(self.scoreboard.snapshot(), self.limits, self.memo)
             await self._execute(actions)
@@ -162,24 +205,27 @@ class Supervisor:
                 )
 
     # ------------------------------------------------------------------ spawning
-    async def try_spawn(self, index: int) -> bool:
-        """Spawn, logging a failure instead of raising (out of fds or memory is survivable;
-        a vanished zygote is not)."""
+    async def try_spawn(self, index: int, replaces: int = 0) -> bool:
+        """Spawn, logging a failure instead of raising: out of fds or memory, or a zygote
+        that died under the request, are all survivable (maintenance tries again)."""
+        if self.stopping or self.zygote.gone:  # a new zygote is on its way
+            return False
+        if index in self.children:
+            return True  # filled meanwhile (a replacement or a respawn got there first)
         try:
-            await self.spawn(index)
-        except (OSError, TimeoutError) as exc:
+            await self.spawn(index, replaces)
+        except (OSError, TimeoutError, ChildBootError) as exc:  # the last: the zygote died
             self.log.error("AH00159: fork: Unable to fork new process", slot=index,
                            error=str(exc))
             return False
-        except ChildBootError as exc:
-            self.fail(exc)
-            return False
         return True
 
-    async def spawn(self, index: int) -> None:
+    async def spawn(self, index: int, replaces: int = 0) -> None:
         tpc = self.limits.threads_per_child
         child = Child(index=index, generation=self.generation, threads=tpc,
-                      spawned_at=time.monotonic())
+                      spawned_at=time.monotonic(), replaces=replaces,
+                      conn_limit=connection_limit(self.limits.max_connections_per_child,
+                                                  random.random()))
         self.children[index] = child
         proc = self.scoreboard.processes[index]
         proc.generation = self.generation
@@ -200,6 +246,8 @@ class Supervisor:
             await self.zygote.spawn(index, self.generation, [s.fileno() for s in theirs])
             with anyio.fail_after(self.config.child_boot_timeout):
                 await child.forked.wait()  # like fork(): the pid is known when we return
+            if not child.pid:
+                raise ChildBootError("the zygote died before it forked the child")
         except BaseException:
             for ws in proc.threads:
                 ws.state = SlotState.DEAD
@@ -208,11 +256,14 @@ class Supervisor:
                 s.close()
             for slot in child.slots:
                 await slot.aclose()
+            self.scoreboard.changed()
             raise
         finally:
             for s in theirs:
                 s.close()
         self.spawns += 1
+        if self.stopping:  # forked while the server stops: it goes as soon as it is ready
+            self.retire(child, "shutdown")
         assert self._tg is not None
         for slot in child.slots:
             self._tg.start_soon(self._await_ready, slot)
@@ -236,8 +287,8 @@ class Supervisor:
                 self.log.error("child of the new generation could not load the application",
                                slot=child.index, gen=child.generation, traceback=message)
             return
-        if kind != FrameType.READY or child.retiring or child.exit_code is not None:
-            return
+        if kind != FrameType.READY or child.exit_code is not None:
+            return  # a retiring child is still marked ready below, then told to STOP
         _, _, tid_text = payload.decode().partition(",")
         ws = self.scoreboard.processes[child.index].threads[slot.thread]
         ws.state = SlotState.READY
@@ -260,28 +311,97 @@ class Supervisor:
         while True:
             message = await zygote.receive()
             if message is None:
-                if zygote is self.zygote:
-                    self.fail(ChildBootError("the zygote process exited unexpectedly"))
+                await self._zygote_gone(zygote)
                 return
             op = message["op"]
             if op == "spawned":
                 child = self.children.get(message["slot"])
-                if child is not None and child.generation == message["gen"]:
+                pidfd: int = message.get("pidfd", -1)
+                if (child is None or child.generation != message["gen"] or child.pid
+                        or child.zygote is not zygote):
+                    # Forked for a spawn given up meanwhile (boot timeout): its channels are
+                    # closed, so it exits at once; keep it on record to be reaped.
+                    stray = Child(index=message["slot"], generation=message["gen"], threads=0,
+                                  pid=message["pid"], pidfd=pidfd, zygote=zygote,
+                                  retiring=True, why="spawn given up")
+                    self.by_pid[stray.pid] = stray
+                else:
                     child.pid = message["pid"]
+                    child.pidfd = pidfd
                     child.forked.set()
                     self.by_pid[child.pid] = child
                     self.scoreboard.processes[child.index].pid = child.pid
+                    extra = {"replaces": child.replaces} if child.replaces else {}
                     self.log.info("child started", pid=child.pid, slot=child.index,
-                                  gen=child.generation)
+                                  gen=child.generation, **extra)
             elif op == "exited":
                 await self._on_exit(message["pid"], message["code"])
 
-    async def _on_exit(self, pid: int, code: int) -> None:
+    async def _zygote_gone(self, zygote: ZygoteClient) -> None:
+        """The zygote's control socket hung up. Its children keep serving: once it is reaped
+        they are ours (we are their subreaper), and each is reaped here when it exits. The
+        current generation gets a new zygote; children it forks join the same pool."""
+        code = await zygote.wait_exit()  # from here on its children are reparented to us
+        for child in list(self.children.values()):
+            if child.zygote is zygote and not child.pid:
+                child.forked.set()  # spawn() sees no pid: the fork never happened
+        orphans = [c for c in {*self.children.values(), *self.by_pid.values()}
+                   if c.zygote is zygote and c.pid and c.exit_code is None]
+        if self._tg is not None:
+            for child in orphans:
+                self._tg.start_soon(self._reap_orphan, child)
+        if zygote.closing:
+            return
+        if not self._serving:
+            self.fail(ChildBootError(f"the zygote exited unexpectedly ({describe_exit(code)})"))
+            return
+        current = zygote is self.zygote and not self.stopping
+        self.log.error(f"zygote pid {zygote.pid} {describe_exit(code)}; {len(orphans)} "
+                       "children keep serving" + (", starting a new zygote" if current else ""),
+                       pid=zygote.pid, gen=self.generation, children=[c.pid for c in orphans])
+        if current:
+            await self._replace_zygote(zygote)
+
+    async def _replace_zygote(self, dead: ZygoteClient) -> None:
+        """Start a zygote for the current generation in place of one that died. If it cannot
+        start (the app no longer imports), try again every 10 s (httpd's wait after a failed
+        fork); the children already running keep serving meanwhile."""
+        while self.zygote is dead and not self.stopping:
+            new = ZygoteClient(self.settings)
+            try:
+                await new.start()
+            except Exception as exc:
+                await new.aclose()
+                self.log.error("a new zygote could not be started; retrying in 10 s",
+                               error=str(exc))
+                await anyio.sleep(10)
+                continue
+            if self.zygote is not dead or self.stopping or self._tg is None:
+                await new.aclose()  # a restart or the stop got there first
+                return
+            self.zygote = new
+            self._tg.start_soon(self._zygote_messages, new)
+            self._old_zygotes.add(dead)
+            self._tg.start_soon(self._close_zygote_when_idle, dead, self.generation)
+            self.log.info(f"zygote pid {new.pid} started, replacing pid {dead.pid}",
+                          pid=new.pid, gen=self.generation)
+
+    async def _reap_orphan(self, child: Child) -> None:
+        code = await reap_orphan(child)
+        if child.exit_code is None:
+            await self._on_exit(child.pid, code)
+
+    async def _on_exit(self, pid: int, status: int | None) -> None:
+        """A child exited (reported by its zygote, or reaped here if that zygote died);
+        ``status`` None: its zygote reaped it and died before it could say how it ended."""
         child = self.by_pid.pop(pid, None)
         if child is None:
             self.log.info(f"AH00167: long lost child came home! (pid {pid})")
             return
-        child.exit_code = code
+        code = child.exit_code = status if status is not None else 0
+        if child.pidfd >= 0:
+            os.close(child.pidfd)
+            child.pidfd = -1
         child.accepting = False
         self.reaped_since_tick = True
         self.dispatcher.discard_child(child)
@@ -301,7 +421,7 @@ class Supervisor:
         self.scoreboard.changed()
         for slot in child.slots:
             await slot.aclose()
-        cause = describe_exit(code)
+        cause = describe_exit(code) if status is not None else "exit status unknown"
         fields = {"pid": pid, "slot": child.index, "gen": child.generation, "served": child.served}
         if code == APEXIT_CHILDFATAL and child.generation == self.generation == 0:
             self.log.error(f"AH00166: child pid {pid} exit signal fatal error, shutting down",
@@ -316,6 +436,8 @@ class Supervisor:
         else:
             self.log.info("child stopped", cause=cause, why=child.why, **fields)
         child.exited.set()
+        if child.why == _MCPC and not child.replaced:
+            self._spawn_task(self._replace, child)  # no free slot at retirement: its own now
         if (
             code < 0
             and self.limits.threads_per_child > 1
@@ -342,6 +464,8 @@ class Supervisor:
         self.scoreboard.processes[child.index].quiescing = True
         self.log.info("retiring child", pid=child.pid, slot=child.index,
                       gen=child.generation, why=why)
+        if why == _MCPC:
+            self._spawn_task(self._replace, child)
         for slot in self.dispatcher.discard_child(child):
             self._spawn_task(self._stop_slot, slot)
         for slot in child.slots:
@@ -349,6 +473,18 @@ class Supervisor:
                 ws = self.scoreboard.processes[child.index].threads[slot.thread]
                 ws.state = SlotState.GRACEFUL
         self.scoreboard.changed()
+
+    async def _replace(self, old: Child) -> None:
+        """Start a child in place of one retiring after MaxConnectionsPerChild, at once
+        rather than at the next tick: the retirement is planned, and under load the pool
+        would otherwise shrink by one child per retirement until maintenance notices."""
+        if old.replaced or self.stopping or old.generation != self.generation:
+            return
+        spawn = replacement(self.scoreboard.snapshot(), self.limits)
+        if spawn is None:
+            return  # every slot is taken: its own slot is refilled when it has exited
+        old.replaced = True
+        await self.try_spawn(spawn.slots[0], replaces=old.pid)
 
     async def _stop_slot(self, slot: SlotHandle) -> None:
         if slot.closed:
@@ -367,11 +503,11 @@ class Supervisor:
             slot.busy = False
             slot.closed = True
             child.abandoned = True
-        limit = self.limits.max_connections_per_child
+        limit = child.conn_limit
         if limit > 0 and child.served >= limit and not child.retiring:
-            self.retire(child, "MaxConnectionsPerChild")
+            self.retire(child, _MCPC)
         elif limit < 0 and self.limits.threads_per_child > 1 and not child.retiring:
-            self.retire(child, "MaxConnectionsPerChild")  # httpd: worker retires at once
+            self.retire(child, _MCPC)  # httpd: worker retires at once
         if child.doomed:
             slot.busy = False
             if child.busy <= 0:
@@ -424,9 +560,7 @@ class Supervisor:
             self._spawn_task(self.kill, child, signal.SIGKILL)
 
     async def kill(self, child: Child, sig: int) -> None:
-        zygote = child.zygote if child.zygote is not None else self.zygote
-        if child.pid and child.exit_code is None:
-            await zygote.kill(child.pid, sig)
+        signal_child(child, sig)
 
     def _spawn_task(self, func: Any, *args: Any) -> None:
         if self._tg is not None:
@@ -524,16 +658,51 @@ class Supervisor:
         self.log.debug("old generation gone", gen=generation)
 
     # ------------------------------------------------------------------ stopping
-    async def stop_children(self, timeout: float = 10.0) -> None:
-        """Ask every child to finish and exit; the zygote terminates stragglers."""
+    def _live(self) -> list[Child]:
+        """Children not yet reaped, including any forked during the stop."""
+        return [c for c in {*self.children.values(), *self.by_pid.values()}
+                if c.exit_code is None]
+
+    async def stop_children(self, grace: float = STOP_GRACE) -> tuple[list[int], list[int]]:
+        """Stop every child and return (pids killed with SIGKILL, pids that never exited).
+
+        Each child is told to STOP and exits once idle (the front loop has already drained
+        the connections). A child that has not exited after ``grace`` seconds cannot, or will
+        not (SIGSTOPped, wedged in C code): it is killed, as httpd's reclaim does at the end.
+        A child forked during the stop is retired as soon as it exists (see :meth:`spawn`).
+        """
         self.stopping = True
-        for child in list(self.children.values()):
+        for child in self._live():
             self.retire(child, "shutdown")
             if child.abandoned:
                 # Still running a request nobody waits for (GracefulShutdownTimeout passed):
                 # httpd sends SIGTERM at this point.
                 await self.kill(child, signal.SIGTERM)
-        with anyio.move_on_after(timeout):
-            for child in list(self.children.values()):
-                if child.pid:
-                    await child.exited.wait()
+        with anyio.move_on_after(grace):
+            await self.scoreboard_wait(lambda: not self._live(), math.inf)
+        killed: list[int] = []
+        for child in self._live():
+            if child.pid:
+                self.log.warning(f"AH00046: child process {child.pid} still did not exit, "
+                                 "sending a SIGKILL", pid=child.pid, slot=child.index,
+                                 state=_process_state(child.pid), grace=grace)
+                killed.append(child.pid)
+                await self.kill(child, signal.SIGKILL)
+        with anyio.move_on_after(_KILL_WAIT):
+            await self.scoreboard_wait(lambda: not self._live(), math.inf)
+        left = [c.pid for c in self._live() if c.pid]
+        for pid in left:
+            self.log.error(f"AH00047: could not make child process {pid} exit, attempting to "
+                           "continue anyway")
+        return killed, left
+
+
+def _process_state(pid: int) -> str:
+    """What a process is doing, for the log ("stopped" says why it did not exit)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            code = f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return "unknown"
+    return {"R": "running", "S": "sleeping", "D": "disk sleep", "T": "stopped",
+            "t": "tracing stop", "Z": "zombie"}.get(code, code)

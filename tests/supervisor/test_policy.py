@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 from asyncmpm.config.model import MPM, Config, MPMLimits
 from asyncmpm.supervisor.actions import Log, Retire, Spawn
 from asyncmpm.supervisor.policy import (
+    CONNECTION_LIMIT_JITTER,
     MAX_SPAWN_RATE,
     PolicyMemo,
     after_graceful_restart,
+    connection_limit,
     maintain,
+    replacement,
     startup,
 )
 from asyncmpm.supervisor.scoreboard import (
@@ -121,6 +124,39 @@ def test_startup_fills_the_lowest_empty_slots(
     empty = [p.index for p in snap.processes[: limits.process_limit]
              if p.pid == 0 and all(t.state is SlotState.DEAD for t in p.threads)]
     assert (spawn.slots if spawn else ()) == tuple(empty[: limits.start_servers])
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases())
+def test_a_retiring_child_is_replaced_within_the_limits(
+    case: tuple[ScoreboardSnapshot, MPMLimits, PolicyMemo],
+) -> None:
+    snap, limits, _ = case
+    spawn = replacement(snap, limits)
+    empty = [p.index for p in snap.processes[: limits.process_limit]
+             if p.pid == 0 and all(t.state is SlotState.DEAD for t in p.threads)]
+    if not empty:
+        assert spawn is None  # full: the retiring child's own slot is refilled on its exit
+    else:
+        assert spawn is not None
+        assert spawn.slots == (empty[0],)  # one child, never beyond the process limit
+
+
+@given(st.integers(-1, 100_000), st.floats(0, 1, exclude_max=True))
+def test_connection_limit_is_jittered_downward_only(limit: int, draw: float) -> None:
+    got = connection_limit(limit, draw)
+    if limit <= 0:
+        assert got == limit  # 0 = never retire; worker's negative values pass through
+    else:
+        assert limit - int(limit * CONNECTION_LIMIT_JITTER) <= got <= limit
+        assert got >= 1
+
+
+def test_connection_limits_spread_over_the_top_tenth() -> None:
+    draws = [i / 100 for i in range(100)]
+    assert {connection_limit(50, d) for d in draws} == set(range(45, 51))
+    assert {connection_limit(5, d) for d in draws} == {5}  # too small to spread
+    assert connection_limit(50, 0.0) == 50
 
 
 # ---------------------------------------------------------------- load-step simulation
