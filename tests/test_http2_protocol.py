@@ -7,7 +7,16 @@ import h2.connection
 import h2.events
 from hyperframe.frame import HeadersFrame, PingFrame
 
-from asyncmpm.protocol.events import Body, EndBody, GoAway, Request, StreamReset, WindowOpened
+from asyncmpm.protocol.events import (
+    Body,
+    EndBody,
+    GoAway,
+    Reject,
+    Request,
+    StreamReset,
+    WindowOpened,
+)
+from asyncmpm.protocol.http1 import HTTP1Limits
 from asyncmpm.protocol.http2 import HTTP2Connection, HTTP2Limits
 
 
@@ -180,3 +189,39 @@ def test_a_head_http2_cannot_carry_resets_the_stream() -> None:
     got = client.receive_data(server.data_to_send())
     assert [(type(e).__name__, getattr(e, "error_code", None)) for e in got] == [
         ("StreamReset", 2)]  # INTERNAL_ERROR, and nothing else on that stream
+
+
+def test_limit_request_directives_refuse_the_stream_not_the_connection() -> None:
+    """The same counts as HTTP/1.1: the request line, each field (Host from :authority and
+    the joined Cookie included), the body by content-length or as it arrives."""
+    request = HTTP1Limits(request_line=40, fields=4, field_size=30, body=10)
+    server, client = pair(HTTP2Limits(request=request))
+    sid = iter(range(1, 100, 2))
+
+    def first(headers: list[tuple[str, str]], body: bytes | None = None) -> object:
+        stream = next(sid)
+        client.send_headers(stream, headers, end_stream=body is None)
+        if body is not None:
+            client.send_data(stream, body, end_stream=True)
+        return server.receive_data(client.data_to_send())[0]
+
+    base = HEADERS[:4]
+    assert isinstance(first(base + [("x", "y")] * 3), Request)  # host + 3 fields = 4
+    assert first(base + [("x", "y")] * 4) == Reject(3, 431, "too many request header fields")
+    assert first([*base, ("x-big", "v" * 30)]) == Reject(
+        5, 431, "request header field too large")
+    assert first([base[0], (":path", "/" + "p" * 40), *base[2:]]) == Reject(
+        7, 414, "request line too long")
+    assert first([*base, ("content-length", "11")], b"x" * 11) == Reject(
+        9, 413, "request body larger than LimitRequestBody")
+    assert next(sid) == 11
+    client.send_headers(11, base)
+    client.send_data(11, b"x" * 6)
+    client.send_data(11, b"x" * 6)
+    client.send_data(11, b"x" * 6, end_stream=True)
+    events = server.receive_data(client.data_to_send())
+    assert events[1:] == [Body(11, b"x" * 6),
+                          Reject(11, 413, "request body larger than LimitRequestBody"),
+                          EndBody(11)]  # the rest is dropped
+    assert server.error is None
+    assert isinstance(first(base, b"x" * 10), Request)  # at the limit: served

@@ -81,6 +81,7 @@ class FrontContext:
             max_header_list_size=config.h2_max_header_list_size,
             connection_window=max(config.h2_window_size * 16, 1024 * 1024),
             server_header=_SERVER_HEADER,
+            request=self.http1_limits,  # LimitRequest*: one set for both protocols
         )
         self.status_path = config.status_path.encode() if config.status_path else None
         self.metrics_path = config.metrics_path.encode() if config.metrics_path else None

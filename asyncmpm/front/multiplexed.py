@@ -6,6 +6,11 @@ so a page's 50 resources over one connection use up to 50 slots at once. Flow co
 backpressure in both directions: a request body is acknowledged to the client only once the
 child has taken it, and response data leaves only within the client's window, so a client
 that stops reading holds at most a window of data here, never a response.
+
+No slot outlives its connection: however the connection ends (the client closes it, breaks
+the protocol, or stops reading for Timeout), every stream still running is treated as reset
+by the client, so its child is told to ABORT and its reply drained (or, past Timeout, the
+child is replaced), exactly as for one reset stream.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from asyncmpm.protocol.events import (
     EndBody,
     Event,
     GoAway,
+    Reject,
     Request,
     StreamReset,
     WindowOpened,
@@ -53,26 +59,20 @@ _RECV = 65536
 _Codes = h2.errors.ErrorCodes
 
 
-class _ConnectionLost(Exception):
-    """The client stopped reading or went away: every stream of the connection ends."""
-
-
 @dataclass(slots=True, eq=False)
 class _Stream:
-    request: Request
+    id: int
+    request: Request | None  # None: refused by a limit before it became a request
     body: deque[bytes] = field(default_factory=deque)
     body_ended: bool = False
     arrived: anyio.Event = field(default_factory=anyio.Event)  # body data or its end
     window: anyio.Event = field(default_factory=anyio.Event)  # flow control opened
-    reset: bool = False  # the client cancelled it
+    reset: bool = False  # the client cancelled it, or the connection is gone
+    error: tuple[int, str] | None = None  # a LimitRequest* it broke: answered instead
     status: int = 0  # what the access log and the scoreboard record
     sent: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-
-    @property
-    def id(self) -> int:
-        return self.request.stream_id
 
     def wake(self) -> None:
         self.arrived.set()
@@ -105,6 +105,8 @@ class HTTP2Front:
         self._gathering = False  # a flush is yielding so that others' frames join it
         self._read_scope: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._lost = False  # the client is gone or stopped reading: nothing more is sent
+        self._newest = 0  # the highest stream id started
 
     @property
     def idle(self) -> bool:
@@ -112,16 +114,34 @@ class HTTP2Front:
 
     # ------------------------------------------------------------------ connection
     async def run(self) -> None:
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                with contextlib.suppress(_ConnectionLost):
-                    await self._run()
-                tg.cancel_scope.cancel()  # streams still running have lost their client
-        except Exception:
-            # A bug must cost this connection only, never the server.
-            self.ctx.log.exception("error while serving an HTTP/2 connection",
-                                   client=self.remote_addr)
+        """Serve until the connection ends; return once every stream has given back its slot.
+
+        Stream tasks are never cancelled from here: a cancelled one could not tell its child
+        to stop, and the slot would stay busy for good.
+        """
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                await self._run()
+            except Exception:
+                # A bug must cost this connection only, never the server.
+                self.ctx.log.exception("error while serving an HTTP/2 connection",
+                                       client=self.remote_addr)
+            finally:
+                self._lose()  # streams still running have lost their client
+
+    def _lose(self) -> None:
+        """The connection is over: every open stream ends as if the client had reset it."""
+        if self._lost:
+            return
+        self._lost = True
+        for st in self.streams.values():
+            st.reset = True
+            st.scope.cancel()
+            st.wake()
+            st.wake_window()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
 
     async def _run(self) -> None:
         proto = self.proto
@@ -134,7 +154,7 @@ class HTTP2Front:
             self._dispatch(proto.receive_data(self._initial))
         await self._flush()
         ctx = self.ctx
-        while True:
+        while not self._lost:
             if ctx.stopping and not proto.closed:
                 proto.goaway()
                 await self._flush()
@@ -156,13 +176,13 @@ class HTTP2Front:
                     return
                 continue
             if not data:
-                raise _ConnectionLost
+                return
             self._dispatch(proto.receive_data(data))
             await self._flush()
             if proto.error is not None:
                 ctx.log.info("HTTP/2 connection closed by a protocol error or limit",
                              client=self.remote_addr, error=proto.error)
-                raise _ConnectionLost
+                return
 
     def _idle_timeout(self) -> float:
         """How long a connection with no open stream may wait: for its first request as long
@@ -188,12 +208,13 @@ class HTTP2Front:
                     self.proto.fail(_Codes.ENHANCE_YOUR_CALM, "rapid reset: too many "
                                     "cancelled streams still running")
                     return
-                self.ctx.metrics.h2_streams += 1
-                self.started += 1
-                new = _Stream(event)
-                self.streams[event.stream_id] = new
-                self.tasks += 1
-                self._tg.start_soon(self._stream_task, new)
+                self._start_stream(_Stream(event.stream_id, event))
+                continue
+            if isinstance(event, Reject) and event.stream_id > self._newest:
+                # A head over a LimitRequest* directive: answered by us, no slot taken.
+                refused = _Stream(event.stream_id, None)
+                refused.error = (event.status, event.reason)
+                self._start_stream(refused)
                 continue
             if isinstance(event, GoAway):
                 continue  # the client leaves: streams it sent still finish, then we close
@@ -210,6 +231,9 @@ class HTTP2Front:
             elif isinstance(event, EndBody):
                 st.body_ended = True
                 st.wake()
+            elif isinstance(event, Reject):  # the body broke LimitRequestBody
+                st.error = (event.status, event.reason)
+                st.wake()
             elif isinstance(event, StreamReset):
                 st.reset = True
                 st.scope.cancel()
@@ -218,6 +242,15 @@ class HTTP2Front:
             elif isinstance(event, WindowOpened):
                 st.wake_window()
 
+    def _start_stream(self, st: _Stream) -> None:
+        assert self._tg is not None
+        self.ctx.metrics.h2_streams += 1
+        self.started += 1
+        self._newest = st.id
+        self.streams[st.id] = st
+        self.tasks += 1
+        self._tg.start_soon(self._stream_task, st)
+
     async def _flush(self) -> None:
         """Send what h2 has queued; a client not reading for Timeout loses the connection.
 
@@ -225,12 +258,14 @@ class HTTP2Front:
         before taking the bytes, and tasks flushing meanwhile leave theirs to it. A task that
         finds the write itself under way waits for it, which is the backpressure.
         """
+        if self._lost:
+            return
         self._dirty = True
         if self._gathering:
             return  # the gathering flush takes our frames with its own
         async with self._send_lock:
-            if not self._dirty:
-                return  # the previous write took ours
+            if not self._dirty or self._lost:
+                return  # the previous write took ours, or nobody will read them
             self._gathering = True
             try:
                 await anyio.lowlevel.checkpoint()
@@ -245,21 +280,25 @@ class HTTP2Front:
                     await self.stream.send(data)
             except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError,
                     OSError):
-                raise _ConnectionLost from None
+                self._lose()
 
     # ------------------------------------------------------------------ streams
     async def _stream_task(self, st: _Stream) -> None:
-        assert self._tg is not None
         try:
-            await self._serve(st)
-        except* _ConnectionLost:
-            self._tg.cancel_scope.cancel()  # the client is gone: every stream ends
+            if st.request is None:
+                await self._answer_limit(st)
+            else:
+                await self._serve(st, st.request)
+            if st.error is not None and not st.reset and self.proto.stream_open(st.id):
+                # Answered while the client still sends a body over the limit: the rest is
+                # refused without error (RFC 9113 8.1), and h2 gives its window back.
+                self.proto.reset(st.id, _Codes.NO_ERROR)
+                await self._flush()
         except* Exception:
             self.ctx.log.exception("error while serving an HTTP/2 stream",
                                    client=self.remote_addr, stream=st.id)
             self.proto.reset(st.id, _Codes.INTERNAL_ERROR)
-            with contextlib.suppress(_ConnectionLost):
-                await self._flush()
+            await self._flush()
         finally:
             self.tasks -= 1
             self.streams.pop(st.id, None)
@@ -270,9 +309,8 @@ class HTTP2Front:
                 else:  # the reader waits with no deadline while streams are open
                     scope.deadline = anyio.current_time() + self._idle_timeout()
 
-    async def _serve(self, st: _Stream) -> None:
+    async def _serve(self, st: _Stream, request: Request) -> None:
         ctx = self.ctx
-        request = st.request
         t0 = time.time()
         if ctx.status_path is not None and request.path == ctx.status_path:
             await self._answer_front(st, *ctx.status_page(request, self.remote_addr,
@@ -280,6 +318,10 @@ class HTTP2Front:
             return
         if ctx.metrics_path is not None and request.path == ctx.metrics_path:
             await self._answer_front(st, *ctx.metrics_page(request, self.remote_addr), t0)
+            return
+        if st.error is not None:  # the body broke a limit before the stream had a slot
+            await self._answer_limit(st)
+            ctx.log_access(self, request, st.status, 0, t0, None)
             return
         queued = ctx.dispatcher.idle == 0
         slot: SlotHandle | None = None
@@ -297,6 +339,7 @@ class HTTP2Front:
             ctx.metrics.queue_wait.observe(time.time() - t0)
         ws = ctx.slot_started(slot, self, request, t0)
         reusable = False
+        settled = False  # the slot's fate is known: reusable, or its child is being replaced
         try:
             head = build_request_head(ctx, self, request, self.stream.tls)
             await slot.send(encode(FrameType.REQUEST, head.encode()))
@@ -313,8 +356,10 @@ class HTTP2Front:
                     tg.cancel_scope.cancel()
                 if failure is not None:
                     raise failure
+            settled = True
         except SlotClosed:
             reusable = False
+            settled = True
             ctx.supervisor.slot_lost(slot)
             if st.status == 0 and not st.reset:
                 st.status = 502
@@ -323,6 +368,10 @@ class HTTP2Front:
                 self.proto.reset(st.id, _Codes.INTERNAL_ERROR)
                 await self._flush()
         finally:
+            if not settled:
+                # Cancelled or broken mid-request with no word to the child, which may still
+                # be running it: replace it rather than leave the slot busy for good.
+                ctx.supervisor.slot_abandoned(slot)
             ctx.slot_finished(slot, ws, st.status, st.sent, t0, reusable=reusable)
             ctx.log_access(self, request, st.status, st.sent, t0, slot, st.headers)
 
@@ -331,7 +380,9 @@ class HTTP2Front:
 
         Waiting on the child past Timeout is a hung child (504, or RST_STREAM once the
         response started); waiting on the client's window past Timeout gives up the stream.
-        After a reset the child is told to ABORT and its reply drained, keeping the slot.
+        After a reset the child is told to ABORT and its reply drained, keeping the slot. A
+        body that broke LimitRequestBody is answered instead of the child's reply, which is
+        drained (as HTTP/1.1 does).
         """
         ctx = self.ctx
         proto = self.proto
@@ -372,7 +423,10 @@ class HTTP2Front:
                 except ValueError as exc:
                     raise slot.broke(str(exc)) from exc
                 st.status, st.headers, started = head.status, head.headers, True
-                if not gone:
+                if not gone and st.error is not None:
+                    gone = True  # the child's reply is dropped, ours stands in for it
+                    await self._answer_limit(st)
+                elif not gone:
                     proto.start_response(st.id, head.status, head.headers)
                     if not slot.has_buffered():  # else it goes out with the body, one write
                         await self._flush()
@@ -398,7 +452,7 @@ class HTTP2Front:
                 st.status = st.status or 500
                 return True
             elif kind == FrameType.CONTINUE and not gone and not started \
-                    and not st.body_ended:
+                    and not st.body_ended and st.error is None:
                 proto.informational(st.id, 100)
                 await self._flush()
 
@@ -446,7 +500,7 @@ class HTTP2Front:
                 if st.body_ended:
                     await slot.send(BODY_END_FRAME)
                     return
-                if st.reset:
+                if st.reset or st.error is not None:
                     await slot.send(BODY_GONE_FRAME)
                     return
                 deadline = start + rrt.body_timeout
@@ -481,8 +535,15 @@ class HTTP2Front:
 
     async def _answer_front(self, st: _Stream, status: int, headers: list[tuple[bytes, bytes]],
                             body: bytes, t0: float) -> None:
+        assert st.request is not None
         await self._respond(st, status, headers, body)
         self.ctx.log_access(self, st.request, status, len(body), t0, None)
+
+    async def _answer_limit(self, st: _Stream) -> None:
+        """The 413/414/431 of a request that broke a LimitRequest* directive."""
+        assert st.error is not None
+        st.status, reason = st.error
+        await self._answer_error(st, st.status, reason[:1].upper() + reason[1:] + ".")
 
     async def _answer_error(self, st: _Stream, status: int, message: str) -> None:
         await self._respond(st, status, [(b"content-type", b"text/plain")],

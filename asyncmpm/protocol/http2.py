@@ -6,13 +6,18 @@ version), and the abuse limits. Those are enforced on a scan of the raw frame he
 sees the bytes, with token buckets in the manner of nghttp2: rapid reset (CVE-2023-44487),
 CONTINUATION floods (CVE-2024-27316), SETTINGS/PING/PRIORITY/empty-frame floods. A breach ends
 the connection with GOAWAY ``ENHANCE_YOUR_CALM``; a protocol error with the code h2 names.
+
+The LimitRequest* directives hold for each stream as they do for an HTTP/1.1 request, from the
+same :class:`~asyncmpm.protocol.http1.HTTP1Limits`: a stream over one gets a
+:class:`~asyncmpm.protocol.events.Reject` (413/414/431) instead of its request, or in the middle
+of its body, whose rest is then dropped; the connection goes on.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
@@ -27,11 +32,12 @@ from asyncmpm.protocol.events import (
     EndBody,
     Event,
     GoAway,
+    Reject,
     Request,
     StreamReset,
     WindowOpened,
 )
-from asyncmpm.protocol.http1 import http_date
+from asyncmpm.protocol.http1 import HTTP1Limits, http_date
 
 __all__ = ["PREFACE", "HTTP2Connection", "HTTP2Limits"]
 
@@ -45,7 +51,9 @@ _CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 @dataclass(frozen=True, slots=True)
 class HTTP2Limits:
-    """Per-connection limits. Bucket pairs are (burst, refill per second)."""
+    """Per-connection limits. Bucket pairs are (burst, refill per second). ``request``: the
+    LimitRequest* directives, shared with HTTP/1.1 (``LimitRequestLine`` applies to the request
+    line the access log shows, ``LimitRequestFieldSize`` to each field as name: value)."""
 
     max_concurrent_streams: int = 100
     initial_window_size: int = 65535
@@ -59,6 +67,7 @@ class HTTP2Limits:
     empty_frames: tuple[float, float] = (100, 10)
     window_updates: tuple[float, float] = (2000, 200)
     server_header: bytes = b"asyncmpm"
+    request: HTTP1Limits = field(default_factory=HTTP1Limits)
 
 
 class _Bucket:
@@ -101,6 +110,8 @@ class HTTP2Connection:
         self._scan = _FrameScanner(limits, clock)
         self._out = bytearray()  # frames we wrote ourselves, ahead of h2's
         self._last_stream = 2**31 - 1  # after a graceful GOAWAY: the last stream served
+        self._body_len: dict[int, int] = {}  # request body bytes so far (LimitRequestBody)
+        self._refused: set[int] = set()  # rejected streams: their body is dropped
 
     # ------------------------------------------------------------------ starting
     def initiate(self) -> None:
@@ -153,15 +164,20 @@ class HTTP2Connection:
                 if request is not None:
                     events.append(request)
             elif isinstance(ev, h2.events.DataReceived):
-                if ev.data:
-                    events.append(Body(ev.stream_id, ev.data))
-                elif ev.flow_controlled_length:  # padding only: give the window back
+                assert ev.stream_id is not None
+                body = self._body(ev.stream_id, ev.data or b"")
+                if body is not None:
+                    events.append(body)
+                if not isinstance(body, Body) and ev.flow_controlled_length:
+                    # Padding only, or dropped: give the window back now.
                     self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
                 # h2 reports the end of every stream this way, after its HEADERS, DATA or
                 # trailers: the one place the body ends.
+                self._forget(ev.stream_id)
                 events.append(EndBody(ev.stream_id))
             elif isinstance(ev, h2.events.StreamReset):
+                self._forget(ev.stream_id)
                 events.append(StreamReset(ev.stream_id, int(ev.error_code or 0)))
             elif isinstance(ev, h2.events.WindowUpdated):
                 events.append(WindowOpened(ev.stream_id))
@@ -175,7 +191,24 @@ class HTTP2Connection:
                 pass  # WSGI has no place for request trailers; the body ends with the stream
         return events
 
-    def _request(self, ev: h2.events.RequestReceived) -> Request | None:
+    def _body(self, stream_id: int, data: bytes) -> Body | Reject | None:
+        """The event for body bytes: None when there are none or the stream was refused."""
+        if not data or stream_id in self._refused:
+            return None
+        limit = self.limits.request.body
+        if limit:
+            size = self._body_len.get(stream_id, 0) + len(data)
+            self._body_len[stream_id] = size
+            if size > limit:
+                self._refused.add(stream_id)
+                return Reject(stream_id, 413, "request body larger than LimitRequestBody")
+        return Body(stream_id, data)
+
+    def _forget(self, stream_id: int) -> None:
+        self._body_len.pop(stream_id, None)
+        self._refused.discard(stream_id)
+
+    def _request(self, ev: h2.events.RequestReceived) -> Request | Reject | None:
         assert ev.headers is not None
         pseudo: dict[bytes, bytes] = {}
         headers: list[tuple[bytes, bytes]] = []
@@ -198,6 +231,11 @@ class HTTP2Connection:
         if method == b"CONNECT":
             self.h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
+        refusal = _over_limits(self.limits.request, method, target, headers)
+        if refusal is not None:
+            if ev.stream_ended is None:
+                self._refused.add(ev.stream_id)
+            return Reject(ev.stream_id, *refusal)
         path, _, query = target.partition(b"?")
         length: int | None = None
         for name, value in headers:
@@ -207,6 +245,10 @@ class HTTP2Connection:
                 except ValueError:
                     length = None
         ended = ev.stream_ended is not None
+        limit = self.limits.request.body
+        if limit and not ended and length is not None and length > limit:
+            self._refused.add(ev.stream_id)
+            return Reject(ev.stream_id, 413, "request body larger than LimitRequestBody")
         return Request(
             stream_id=ev.stream_id, method=method, target=target, path=path, query=query,
             http_version="2.0", headers=headers,
@@ -282,6 +324,7 @@ class HTTP2Connection:
         self._safe(self.h2.end_stream, stream_id)
 
     def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+        self._forget(stream_id)
         self._safe(self.h2.reset_stream, stream_id, code)
 
     def goaway(self) -> None:
@@ -307,6 +350,20 @@ class HTTP2Connection:
             method(*args, **kwargs)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             pass  # the client reset the stream meanwhile: nothing to send it
+
+
+def _over_limits(limits: HTTP1Limits, method: bytes, target: bytes,
+                 headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """The status and reason for a head over a LimitRequest* directive, counted as HTTP/1.1
+    counts the same request: the line ``METHOD target HTTP/2.0``, each field with ": " and
+    CRLF, the Host built from :authority and the joined Cookie as one field each."""
+    if len(method) + len(target) + 10 > limits.request_line:
+        return 414, "request line too long"
+    if limits.fields and len(headers) > limits.fields:
+        return 431, "too many request header fields"
+    if any(len(name) + len(value) + 4 > limits.field_size for name, value in headers):
+        return 431, "request header field too large"
+    return None
 
 
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",

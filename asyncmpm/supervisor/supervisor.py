@@ -545,15 +545,25 @@ class Supervisor:
 
     def slot_hung(self, slot: SlotHandle) -> None:
         """A request ran past Timeout: replace the child (after its other threads finish)."""
-        child = slot.child
         self.timeouts += 1
+        self.log.error("request exceeded Timeout; killing its child", pid=slot.child.pid,
+                       slot=slot.child.index, timeout=self.config.timeout)
+        self._doom(slot, "request exceeded Timeout")
+
+    def slot_abandoned(self, slot: SlotHandle) -> None:
+        """A request was given up with no word to its child (its task was cancelled), which
+        may still be running it: replace the child, or the slot would stay busy for good."""
+        self.log.warning("request abandoned mid-flight; replacing its child",
+                         pid=slot.child.pid, slot=slot.child.index)
+        self._doom(slot, "request abandoned")
+
+    def _doom(self, slot: SlotHandle, why: str) -> None:
+        child = slot.child
         slot.closed = True
         child.accepting = False
         child.doomed = True
-        child.why = "request exceeded Timeout"
+        child.why = why
         self.scoreboard.processes[child.index].quiescing = True
-        self.log.error("request exceeded Timeout; killing its child", pid=child.pid,
-                       slot=child.index, timeout=self.config.timeout)
         for idle in self.dispatcher.discard_child(child):
             self._spawn_task(self._stop_slot, idle)
         if child.busy <= 1:
