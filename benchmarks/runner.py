@@ -27,7 +27,7 @@ from benchmarks.scenarios import (
     spare_dynamics,
 )
 from benchmarks.servers import RunningServer, ServerSpec, by_name, serve, version_of
-from benchmarks.workloads import WORKLOADS, Timing, measure
+from benchmarks.workloads import WORKLOADS, Timing, Workload, measure, plan_skip
 
 SCENARIOS = ("memory", "spare", "slowloris")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -79,7 +79,11 @@ class Run:
 
     def describe(self, server: RunningServer) -> None:
         info = self.results["servers"][server.spec.name]
-        info.update(command=server.command, config=server.config, start_s=server.started_s)
+        if server.tls:
+            info.update(tls_command=server.command, tls_config=server.config,
+                        tls_cert=server.tls.made_by)
+        else:
+            info.update(command=server.command, config=server.config, start_s=server.started_s)
 
     def quiet(self, what: str) -> None:
         """Wait for other processes to leave the CPU alone; note it when they would not."""
@@ -109,38 +113,60 @@ def _primary_specs(plan: Plan, families: tuple[str, ...]) -> list[ServerSpec]:
     return [by_name(n) for n in names if n]
 
 
+def _measure_all(run: Run, server: RunningServer, workloads: list[Workload]) -> None:
+    spec = server.spec
+    for workload in workloads:
+        run.note(f"{spec.name}: {workload.name}")
+
+        def one(w: Workload = workload) -> None:
+            row = measure(server, w, run.plan.tools, run.plan.timing)
+            run.results["throughput"].append(row)
+            if "rps" in row:
+                us = row["cpu_by_role"]["per_request_us"]
+                cpu = (f", CPU/request front {us['front']:.0f} us, children "
+                       f"{us['children']:.0f} us, loadgen {us['loadgen']:.0f} us" if us else "")
+                run.note(f"  {row['rps']:,.0f} req/s, p99 {row['latency_ms']['p99']:.1f} ms,"
+                         f" errors {row['errors_total']}, >5 s {row['slow_over_5s']}{cpu}")
+            else:
+                run.note(f"  skipped: {row['skipped']}")
+
+        run.guarded(f"{spec.name} {workload.name}", one)
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{spec.name} exited (status {server.proc.returncode})")
+
+
 def _throughput_session(run: Run, spec: ServerSpec) -> None:
+    """The plain-HTTP workloads on one server, then the TLS ones on a second one with a
+    certificate (so the plain runs are configured exactly as without TLS)."""
     plan = run.plan
-    workloads = [w for w in WORKLOADS if w.name in plan.workloads]
-    if not workloads and "slowloris" not in plan.workloads:
-        return
-    with serve(spec, run.logs) as server:
-        run.describe(server)
-        for workload in workloads:
-            run.note(f"{spec.name}: {workload.name}")
+    chosen = [w for w in WORKLOADS if w.name in plan.workloads]
+    plain = [w for w in chosen if not w.tls]
+    secure = []
+    for workload in (w for w in chosen if w.tls):
+        reason = plan_skip(spec, workload, plan.tools)
+        if reason:
+            run.results["throughput"].append({"server": spec.name, "workload": workload.name,
+                                              "skipped": reason})
+        else:
+            secure.append(workload)
+    if plain or "slowloris" in plan.workloads:
+        with serve(spec, run.logs) as server:
+            run.describe(server)
+            _measure_all(run, server, plain)
+            if "slowloris" in plan.workloads:
+                run.note(f"{spec.name}: slowloris")
 
-            def one(w: Any = workload) -> None:
-                row = measure(server, w, plan.tools, plan.timing)
-                run.results["throughput"].append(row)
-                if "rps" in row:
-                    run.note(f"  {row['rps']:,.0f} req/s, p99 {row['latency_ms']['p99']:.1f} ms,"
-                             f" errors {row['errors_total']}, >5 s {row['slow_over_5s']}")
-                else:
-                    run.note(f"  skipped: {row['skipped']}")
+                def attack() -> None:
+                    row = slow_clients(server, plan.tools, plan.slow, run.logs)
+                    run.results["slowloris"].append(row)
+                    run.note(f"  {row['share_within_1s']:.0%} of {row['probes']} normal "
+                             "requests within 1 s")
 
-            run.guarded(f"{spec.name} {workload.name}", one)
-            if server.proc.poll() is not None:
-                raise RuntimeError(f"{spec.name} exited (status {server.proc.returncode})")
-        if "slowloris" in plan.workloads:
-            run.note(f"{spec.name}: slowloris")
-
-            def attack() -> None:
-                row = slow_clients(server, plan.tools, plan.slow, run.logs)
-                run.results["slowloris"].append(row)
-                run.note(f"  {row['share_within_1s']:.0%} of {row['probes']} normal requests "
-                         "within 1 s")
-
-            run.guarded(f"{spec.name} slowloris", attack)
+                run.guarded(f"{spec.name} slowloris", attack)
+    if secure:
+        with serve(spec, run.logs, tls=True) as server:
+            run.describe(server)
+            _measure_all(run, server, secure)
 
 
 def execute(plan: Plan, out: Path) -> dict[str, Any]:

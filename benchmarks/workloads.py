@@ -11,10 +11,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from benchmarks import tls as tlsmod
+from benchmarks.cpu import CpuAccount
 from benchmarks.load import Tools, run_h2load, run_wrk, speaks_h2c
 from benchmarks.loadgen import LoadSpec, run_load
 from benchmarks.resources import ResourceSampler
-from benchmarks.servers import RunningServer
+from benchmarks.servers import RunningServer, ServerSpec
 from benchmarks.stats import LoadResult
 
 TEN_MB = 10 * 1024 * 1024
@@ -33,6 +35,7 @@ class Workload:
     hello: bool = False  # a hello request: uvicorn's raw ASGI ceiling can take part
     window_factor: float = 1.0  # longer windows where rare slow responses are the point
     warm_factor: float = 1.0  # longer warm-ups where the tree must first grow to 150 slots
+    tls: bool = False  # served over HTTPS, by a server started apart with a certificate
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -40,6 +43,8 @@ WORKLOADS: tuple[Workload, ...] = (
              warm_factor=4.0),  # Apache prefork needs a process per keep-alive connection
     Workload("hello-close", "hello, no keep-alive (Connection: close), 64 connections", "/hello",
              64, keep_alive=False, hello=True),
+    Workload("hello-tls", "hello over TLS (HTTPS, self-signed), keep-alive, 64 connections",
+             "/hello", 64, hello=True, warm_factor=4.0, tls=True),
     Workload("blocking", "blocking I/O: time.sleep(0.05), 200 connections vs 150 slots",
              "/sleep?ms=50", 200, tool="builtin", window_factor=2.5, warm_factor=4.0),
     Workload("cpu", "CPU-bound: 5 ms of CPU per request, 16 connections", "/cpu?ms=5", 16),
@@ -80,9 +85,23 @@ def _mb_per_s(workload: Workload, result: LoadResult) -> float:
     return sent / 2**20 / result.duration_s
 
 
-def skip_reason(server: RunningServer, workload: Workload, tools: Tools) -> str | None:
-    if server.spec.hello_only and not workload.hello:
+def plan_skip(spec: ServerSpec, workload: Workload, tools: Tools) -> str | None:
+    """Why `spec` does not run `workload`, known before starting it (or None)."""
+    if spec.hello_only and not workload.hello:
         return "raw ASGI hello only (a ceiling, not a WSGI peer)"
+    if spec.workloads and workload.name not in spec.workloads:
+        return f"not part of {spec.name}'s comparison (it runs {', '.join(spec.workloads)})"
+    if workload.tls:
+        if not tools.wrk:
+            return "wrk is not installed (the built-in generator speaks no TLS)"
+        return spec.tls_reason()
+    return None
+
+
+def skip_reason(server: RunningServer, workload: Workload, tools: Tools) -> str | None:
+    reason = plan_skip(server.spec, workload, tools)
+    if reason:
+        return reason
     if workload.tool == "h2load":
         if not tools.h2load:
             return "h2load is not installed (nghttp2-client)"
@@ -103,12 +122,18 @@ def measure(server: RunningServer, workload: Workload, tools: Tools,
         _load(server, workload, tools, timing.warm_up * workload.warm_factor)
     load_before = os.getloadavg()[0]
     sampler = ResourceSampler(server.proc.pid).start()
+    cpu = CpuAccount(server.proc.pid).start()
     started = time.monotonic()
     try:
         result = _load(server, workload, tools, measure_s)
     finally:
+        by_role = cpu.stop()
         resources = sampler.stop()
+    by_role.per_request(result.requests_in_window or result.requests)
+    if server.tls:
+        record["tls"] = tlsmod.negotiated(server.host, server.port)
     return {**record, "tool": result.tool, "requests": result.requests,
+            "cpu_by_role": asdict(by_role),
             "duration_s": result.duration_s, "rps": result.rps,
             "mb_per_s": _mb_per_s(workload, result),
             "latency_ms": asdict(result.latency), "errors": result.errors,
