@@ -33,8 +33,8 @@ def _servers(patterns: list[str]) -> tuple[ServerSpec, ...]:
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Compare asyncmpm with Apache httpd + mod_wsgi, gunicorn, waitress and "
-                    "uvicorn: servers x workloads, one server at a time.")
+        description="Compare asyncmpm with Apache httpd + mod_wsgi, gunicorn, waitress, granian "
+                    "and uvicorn: servers x workloads, one server at a time.")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds per case (for tests and smoke runs)")
     parser.add_argument("--servers", action="append", metavar="NAMES",
@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[benchmarks] copied to {publish_latest(out)}")
     for goal in results["goals"]:
         ratio = "" if goal["ratio"] is None else f" (ratio {goal['ratio']:.2f})"
+        verdict = {True: "met", False: "NOT met", None: "reported"}[goal["met"]]
         print(f"[benchmarks] goal: {goal['goal']}: {goal['measured']}, target "
-              f"{goal['target']}{ratio}")
+              f"{goal['target']}{ratio}: {verdict}")
     return 1 if results["failures"] else 0
 
 

@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 DPI = 80
 TRANSFERS = ("stream", "upload")
 COLORS = {"asyncmpm": "#1f77b4", "apache": "#d62728", "gunicorn": "#2ca02c",
-          "waitress": "#9467bd", "uvicorn": "#7f7f7f"}
+          "waitress": "#9467bd", "uvicorn": "#7f7f7f", "granian": "#ff7f0e"}
 
 
 def _color(server: str) -> str:

@@ -58,7 +58,7 @@ def _machine(results: dict[str, Any]) -> list[str]:
 def _goals(results: dict[str, Any]) -> list[str]:
     rows = []
     for g in results.get("goals", []):
-        verdict = {True: "met", False: "**not met**", None: "-"}[g["met"]]
+        verdict = {True: "met", False: "**NOT met**", None: "reported"}[g["met"]]
         ratio = "-" if g["ratio"] is None else f"{g['ratio']:.3f}"
         rows.append([g["goal"], g["measured"], g["target"], ratio, verdict, g["note"]])
     if not rows:
@@ -94,10 +94,37 @@ def _workload(results: dict[str, Any], name: str, title: str) -> list[str]:
             out.append(f"- {r['server']}: failed: {r['error']}")
         elif r.get("note"):
             out.append(f"- {r['server']}: {r['note']}")
-    if any("skipped" in r or "error" in r or r.get("note") for r in rows):
+        if r.get("tls"):
+            out.append(f"- {r['server']}: negotiated {r['tls']} (a default Python client)")
+    if any("skipped" in r or "error" in r or r.get("note") or r.get("tls") for r in rows):
         out.append("")
+    out += _cpu(measured, name)
     out += _ratios(measured, name)
     return out
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _cpu(rows: list[dict[str, Any]], name: str) -> list[str]:
+    """CPU time per request by role (front process, other server processes, load generator)."""
+    table = []
+    for r in rows:
+        cpu = r.get("cpu_by_role") or {}
+        us = cpu.get("per_request_us") or {}
+        if not us:
+            continue
+        churn = (f"{cpu['processes_born']} / {cpu['processes_exited']}"
+                 if cpu.get("processes_born") or cpu.get("processes_exited") else "")
+        table.append([r["server"], f"{r['rps']:,.0f}", _us(us.get("front")),
+                      _us(us.get("children")), _us(us.get("loadgen")),
+                      _us(sum(us.values())), churn])
+    if not table:
+        return []
+    return [f"CPU per request for {name} (µs of CPU time, user + system):", "",
+            *_table(["server", "req/s", "front µs/req", "children µs/req", "loadgen µs/req",
+                     "total µs/req", "procs born / exited"], table)]
 
 
 def _ratios(rows: list[dict[str, Any]], name: str) -> list[str]:
@@ -228,6 +255,12 @@ def _servers(results: dict[str, Any]) -> list[str]:
             configs += [f"**{name}**", "", "```sh", shlex.join(info["command"]), "```", ""]
         if info.get("config"):
             configs += ["```apache", info["config"].rstrip(), "```", ""]
+        if info.get("tls_command"):
+            configs += [f"**{name}** over TLS (`hello-tls`; certificate: "
+                        f"{info.get('tls_cert', '?')})", "", "```sh",
+                        shlex.join(info["tls_command"]), "```", ""]
+        if info.get("tls_config"):
+            configs += ["```apache", info["tls_config"].rstrip(), "```", ""]
         if info.get("error"):
             configs += [f"Error: {info['error']}", ""]
     out = ["## Servers", "", *_table(["server", "version", "capacity (150 at once)"], rows)]
@@ -239,7 +272,8 @@ def _servers(results: dict[str, Any]) -> list[str]:
 
 METHOD = """## How it is measured
 
-- Every server runs `benchmarks/app.py` (asyncmpm, Apache/mod_wsgi, gunicorn, waitress); uvicorn
+- Every server runs `benchmarks/app.py` (asyncmpm, Apache/mod_wsgi, gunicorn, waitress, granian on
+  the workloads it takes part in: hello, TLS hello, stream, upload, blocking); uvicorn
   runs its raw ASGI `asgi_hello`, a ceiling for a Python event loop, on the hello workloads only.
 - One server at a time; each workload is warmed up with the same load (so spare-server policies
   have grown the tree), then measured. Servers are started once per server for all throughput
@@ -261,6 +295,19 @@ METHOD = """## How it is measured
   previous load included), a hint for rows measured on a busy machine.
 - Resources: the server's whole process tree every 0.5 s; PSS from `/proc/PID/smaps_rollup`,
   processes, threads; CPU seconds summed over every process seen (newcomers count from zero).
+- CPU per request by role, from process CPU times (user + system) read at the start and the end
+  of the measured window, divided by the requests of that window (for h2load, whose window
+  includes its 1 s warm-up, estimated as its measured req/s times the window). *front*: the
+  root of the server's tree (asyncmpm's main process, Apache's parent, gunicorn's arbiter,
+  granian's supervisor; a single-process server, waitress or uvicorn, is all front).
+  *children*: every other process of the tree; processes born in the window count from zero,
+  those that exit in it through their parent's `children_user + children_system` growth (less
+  what they had used before the window). *loadgen*: wrk or h2load (RUSAGE_CHILDREN of the
+  harness, which reaps it) or the built-in generator (the CPU time of the harness thread that
+  runs it).
+- TLS (`hello-tls`): each TLS-capable server is started a second time, serving HTTPS only with a
+  self-signed P-256 certificate made in its temp directory; wrk does not verify it. The
+  negotiated protocol and cipher are noted per row.
 """
 
 

@@ -30,7 +30,6 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     slow_over_5s: int = 0
     note: str = ""
-    requests_in_window: int = 0  # all the tool sent, warm-up included (h2load), for CPU/request
 
     @property
     def rps(self) -> float:
