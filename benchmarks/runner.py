@@ -147,6 +147,7 @@ def _throughput_session(run: Run, spec: ServerSpec) -> None:
         if reason:
             run.results["throughput"].append({"server": spec.name, "workload": workload.name,
                                               "skipped": reason})
+            run.note(f"{spec.name}: {workload.name} skipped: {reason}")
         else:
             secure.append(workload)
     if plain or "slowloris" in plan.workloads:
