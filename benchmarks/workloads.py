@@ -93,7 +93,7 @@ def plan_skip(spec: ServerSpec, workload: Workload, tools: Tools) -> str | None:
         return f"not part of {spec.name}'s comparison (it runs {', '.join(spec.workloads)})"
     if workload.tls:
         if not tools.wrk:
-            return "wrk is not installed (the built-in generator speaks no TLS)"
+            return "needs wrk: the built-in generator (no wrk, or --load-tool builtin) has no TLS"
         return spec.tls_reason()
     return None
 
