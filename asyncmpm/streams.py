@@ -14,6 +14,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,6 +69,19 @@ class ByteStream(Protocol):
 
     async def aclose(self) -> None: ...
 
+    def handoff_fd(self) -> tuple[int, int] | None:
+        """(fd, address family) of a plaintext TCP connection a slot may be handed; None
+        when the connection cannot leave this process (TLS state lives here)."""
+        ...
+
+    def suspend(self) -> bytes:
+        """Stop reading (a slot owns the connection now); returns bytes read but not taken."""
+        ...
+
+    def resume(self) -> None:
+        """Read again: the connection is back from its slot."""
+        ...
+
 
 class AnyioStream:
     """Any anyio byte stream (used on trio)."""
@@ -96,6 +110,23 @@ class AnyioStream:
         with anyio.CancelScope(shield=True):
             await self.stream.aclose()
 
+    def handoff_fd(self) -> tuple[int, int] | None:
+        if self.tls is not None:
+            return None
+        try:
+            sock = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        except anyio.TypedAttributeLookupError:
+            return None
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        return sock.fileno(), int(sock.family)
+
+    def suspend(self) -> bytes:
+        return b""  # trio reads only when asked: nothing is buffered, nothing to stop
+
+    def resume(self) -> None:
+        pass
+
 
 class AsyncioStream(asyncio.Protocol):
     """A socket driven by asyncio callbacks; one reader and one writer at a time."""
@@ -109,7 +140,10 @@ class AsyncioStream(asyncio.Protocol):
         self._lost: BaseException | None = None
         self._closed = False
         self._reading_paused = False
+        self._suspended = False
         self._writing_paused = False
+        # Set: every chunk read goes straight to it (b"" at EOF), bypassing receive().
+        self.on_data: Callable[[bytes], None] | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
 
@@ -121,6 +155,9 @@ class AsyncioStream(asyncio.Protocol):
             self.tls = TLSInfo.from_ssl(ssl_object)
 
     def data_received(self, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(data)
+            return
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport:
@@ -129,6 +166,8 @@ class AsyncioStream(asyncio.Protocol):
         self._wake_reader()
 
     def eof_received(self) -> bool:
+        if self.on_data is not None:
+            self.on_data(b"")
         self._eof = True
         self._wake_reader()
         # Keep the write side open: a half-closed client still gets its reply (TLS has no
@@ -136,6 +175,8 @@ class AsyncioStream(asyncio.Protocol):
         return self.tls is None
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self.on_data is not None:
+            self.on_data(b"")
         self._closed = True
         self._lost = exc
         self._eof = True
@@ -177,7 +218,8 @@ class AsyncioStream(asyncio.Protocol):
             self._buffer.appendleft(data[max_bytes:])
             data = data[:max_bytes]
         self._buffered -= len(data)
-        if self._reading_paused and self._buffered < _HIGH_WATER // 2 and self.transport:
+        if (self._reading_paused and self._buffered < _HIGH_WATER // 2 and self.transport
+                and not self._suspended):
             self._reading_paused = False
             self.transport.resume_reading()
         return data
@@ -199,6 +241,39 @@ class AsyncioStream(asyncio.Protocol):
 
     async def aclose(self) -> None:
         self.close()
+
+    def handoff_fd(self) -> tuple[int, int] | None:
+        transport = self.transport
+        if self.tls is not None or transport is None or transport.is_closing():
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        return sock.fileno(), int(sock.family)
+
+    def suspend(self) -> bytes:
+        transport = self.transport
+        if transport is not None and not self._reading_paused:
+            transport.pause_reading()
+        self._reading_paused = self._suspended = True
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        return data
+
+    def take_buffered(self) -> bytes:
+        """What was read but not yet received (handed to a new ``on_data``)."""
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        return data
+
+    def resume(self) -> None:
+        self._suspended = False
+        transport = self.transport
+        if self._reading_paused and transport is not None and not transport.is_closing():
+            self._reading_paused = False
+            transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

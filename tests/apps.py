@@ -248,10 +248,10 @@ def corrupt_frame(environ: Environ, start_response: StartResponse) -> Iterable[b
     ``?started=1`` the response starts first, and the frame follows once the request body has
     ended: the client sends its end after it saw the start."""
     frame: FrameType | None = sys._getframe()
-    while frame is not None and frame.f_code.co_name != "handle":
+    while frame is not None and frame.f_code.co_name != "run_app":
         frame = frame.f_back
     assert frame is not None
-    channel = frame.f_locals["channel"]
+    channel = frame.f_locals["self"].channel
     if environ["QUERY_STRING"] == "started=1":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"started\n")

@@ -14,6 +14,7 @@ FORBIDDEN = {
                  "asyncmpm.dispatch", "asyncmpm.child"},
     "ipc/frames.py": {"anyio", "trio", "asyncio", "socket", "os"},
     "ipc/messages.py": {"anyio", "trio", "asyncio", "socket", "os"},
+    "ipc/handoff.py": {"anyio", "trio", "asyncio", "socket", "os"},
     "supervisor/policy.py": {"anyio", "trio", "asyncio", "socket", "os", "time",
                              "asyncmpm.front", "asyncmpm.dispatch"},
     "child": {"anyio", "trio", "asyncio", "asyncmpm.front", "asyncmpm.dispatch",

@@ -9,6 +9,8 @@ list response goes out in one write, and a generator's chunks go out as they are
 
 from __future__ import annotations
 
+import array
+import contextlib
 import os
 import re
 import socket
@@ -25,14 +27,20 @@ import structlog
 from asyncmpm.ipc.frames import HEADER, MAX_DATA, MAX_FRAME, FrameDecoder, FrameType, encode
 from asyncmpm.ipc.messages import CPU_TIMES, RequestHead, ResponseHead
 
-__all__ = ["ChildChannel", "FileWrapper", "SlotServer", "WSGIApp"]
+__all__ = [
+    "BodyReader", "ChildChannel", "ClientGone", "FileWrapper", "FrameResponse", "ResponseWriter",
+    "SlotServer", "WSGIApp",
+]
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], None]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _log = structlog.get_logger("asyncmpm.child")
-_RECV = 256 * 1024
+# recv sizes of 128 KiB and more cost ~13 µs a call more (malloc goes to mmap and back).
+_RECV = 64 * 1024
+_FD = array.array("i")
+_ANCILLARY = socket.CMSG_SPACE(4 * _FD.itemsize)  # room for 4 fds: never MSG_CTRUNC
 _READ_CHUNK = 64 * 1024
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # A final status an app may send (1xx are the server's business), then an optional reason of
@@ -47,7 +55,12 @@ class ClientGone(OSError):
     """The client went away before the request body was complete."""
 
 
-class ChannelClosed(ConnectionError):
+class PeerGone(ConnectionError):
+    """The peer a response goes to is gone: the front loop's channel, or (for a handed-off
+    connection) the client. Not an app error: it ends what the caller says it ends."""
+
+
+class ChannelClosed(PeerGone):
     """The front loop closed this slot's channel: the slot is finished.
 
     Distinct from a BrokenPipeError the app itself meets (say, on its database socket), which
@@ -56,19 +69,34 @@ class ChannelClosed(ConnectionError):
 
 
 class ChildChannel:
-    """Blocking frame I/O over one end of a slot's socketpair."""
+    """Blocking frame I/O over one end of a slot's socketpair.
+
+    Every read is a ``recvmsg`` with room for passed descriptors: a HANDOFF frame carries a
+    client socket, and a plain ``recv`` would let the kernel close it unseen.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
         self._decoder = FrameDecoder()
         self._frames: deque[tuple[int, bytes]] = deque()
+        self.fds: deque[int] = deque()
+
+    def _read(self, flags: int = 0) -> bytes:
+        data, ancdata, msg_flags, _ = self.sock.recvmsg(_RECV, _ANCILLARY, flags)
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % _FD.itemsize
+                self.fds.extend(array.array("i", payload[:usable]))
+        if msg_flags & socket.MSG_CTRUNC:
+            _log.error("a passed descriptor was truncated by the kernel")
+        return data
 
     def recv(self) -> tuple[int, bytes] | None:
         """The next frame, or None at EOF (the front loop is gone)."""
         while not self._frames:
             try:
-                data = self.sock.recv(_RECV)
+                data = self._read()
             except ConnectionResetError:
                 return None
             if not data:
@@ -80,7 +108,7 @@ class ChildChannel:
         """Non-blocking look for an ABORT frame (the client left mid-response)."""
         if not self._frames:
             try:
-                data = self.sock.recv(_RECV, socket.MSG_DONTWAIT)
+                data = self._read(socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
@@ -96,56 +124,25 @@ class ChildChannel:
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed(str(exc)) from exc
 
+    def close_fds(self) -> None:
+        """Close descriptors received but never used (a handoff we could not serve)."""
+        while self.fds:
+            with contextlib.suppress(OSError):
+                os.close(self.fds.popleft())
 
-class WSGIInput:
-    """``wsgi.input``: reads BODY frames on demand, so a large upload streams."""
 
-    def __init__(self, channel: ChildChannel, has_body: bool, expect_continue: bool) -> None:
-        self._channel = channel
-        self._buf = bytearray()
-        self.ended = not has_body
-        self._expect = expect_continue
-        self._gone = False
+class BodyReader:
+    """``wsgi.input``'s reading API over a ``_fill`` that gets more body on demand, so a
+    large upload streams whether it arrives in frames or straight from the client."""
+
+    _buf: bytearray
+    ended: bool
 
     def _fill(self) -> bool:
-        """Get one more frame of body; False at the end of the body."""
-        if self.ended:
-            if self._gone:
-                raise ClientGone("client closed the connection before the body was complete")
-            return False
-        if self._expect:
-            self._expect = False
-            self._channel.send(encode(FrameType.CONTINUE))
-        while True:
-            frame = self._channel.recv()
-            if frame is None:
-                self.ended = self._gone = True
-                raise ClientGone("front loop went away")
-            kind, payload = frame
-            if kind == FrameType.BODY:
-                self._buf += payload
-                return True
-            if kind == FrameType.BODY_END:
-                self.ended = True
-                if payload == b"!":
-                    self._gone = True
-                    raise ClientGone("client closed the connection before the body was complete")
-                return False
-            # ABORT or anything else mid-body means the request is dead.
-            if kind == FrameType.ABORT:
-                self.ended = self._gone = True
-                raise ClientGone("client went away")
+        raise NotImplementedError
 
     def drain(self) -> None:
-        """Discard what the app did not read, so the next request starts on a frame boundary."""
-        self._expect = False  # never ask for a body nobody wants
-        try:
-            while not self.ended:
-                self._buf.clear()
-                self._fill()
-        except ClientGone:
-            pass
-        self._buf.clear()
+        raise NotImplementedError
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -198,6 +195,57 @@ class WSGIInput:
             yield line
 
 
+class WSGIInput(BodyReader):
+    """``wsgi.input`` of a proxied request: reads BODY frames on demand."""
+
+    def __init__(self, channel: ChildChannel, has_body: bool, expect_continue: bool) -> None:
+        self._channel = channel
+        self._buf = bytearray()
+        self.ended = not has_body
+        self._expect = expect_continue
+        self._gone = False
+
+    def _fill(self) -> bool:
+        """Get one more frame of body; False at the end of the body."""
+        if self.ended:
+            if self._gone:
+                raise ClientGone("client closed the connection before the body was complete")
+            return False
+        if self._expect:
+            self._expect = False
+            self._channel.send(encode(FrameType.CONTINUE))
+        while True:
+            frame = self._channel.recv()
+            if frame is None:
+                self.ended = self._gone = True
+                raise ClientGone("front loop went away")
+            kind, payload = frame
+            if kind == FrameType.BODY:
+                self._buf += payload
+                return True
+            if kind == FrameType.BODY_END:
+                self.ended = True
+                if payload == b"!":
+                    self._gone = True
+                    raise ClientGone("client closed the connection before the body was complete")
+                return False
+            # ABORT or anything else mid-body means the request is dead.
+            if kind == FrameType.ABORT:
+                self.ended = self._gone = True
+                raise ClientGone("client went away")
+
+    def drain(self) -> None:
+        """Discard what the app did not read, so the next request starts on a frame boundary."""
+        self._expect = False  # never ask for a body nobody wants
+        try:
+            while not self.ended:
+                self._buf.clear()
+                self._fill()
+        except ClientGone:
+            pass
+        self._buf.clear()
+
+
 class FileWrapper:
     """``wsgi.file_wrapper``: iterate a file in blocks, and close it when done."""
 
@@ -218,14 +266,18 @@ class FileWrapper:
             close()
 
 
-class _Response:
-    """start_response/write state for one request."""
+class ResponseWriter:
+    """start_response/write state for one request; subclasses say how bytes leave.
 
-    __slots__ = ("channel", "declared", "head", "head_sent", "is_head", "sent")
+    The WSGI rules (head only with the first non-empty chunk, Content-Length honoured, HEAD
+    without a body) are here once, whether the reply goes back as frames to the front loop
+    (:class:`FrameResponse`) or straight to the client (asyncmpm.child.connection).
+    """
 
-    def __init__(self, channel: ChildChannel, is_head: bool) -> None:
-        self.channel = channel
-        self.head: bytes | None = None  # the START frame, encoded once it is valid
+    __slots__ = ("declared", "head", "head_sent", "is_head", "sent")
+
+    def __init__(self, is_head: bool) -> None:
+        self.head: ResponseHead | None = None
         self.head_sent = False
         self.is_head = is_head
         self.sent = 0
@@ -244,10 +296,8 @@ class _Response:
             raise AssertionError("start_response called twice without exc_info")
         # Raised here, a bad head is an exception in the app (PEP 3333): it answers 500.
         head, declared = _check_head(status, headers)
-        frame = encode(FrameType.START, head.encode())
-        if len(frame) - HEADER.size > MAX_FRAME:
-            raise ValueError(f"response head of {len(frame)} bytes is too large")
-        self.head = frame
+        self.check_head(head)
+        self.head = head
         self.declared = declared
         return self.write
 
@@ -257,11 +307,10 @@ class _Response:
         if self.head is None:
             raise AssertionError("the application did not call start_response")
         self.head_sent = True
-        return self.head
+        return self.encode_head(self.head)
 
     def data_bytes(self, data: bytes) -> bytes:
-        """DATA frames for one chunk: a large chunk is split into frames of at most
-        ``MAX_DATA`` bytes, so no app chunk can exceed what the front's decoder accepts."""
+        """One chunk as it leaves (after the head, if this is the first non-empty one)."""
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
         if not data:
@@ -275,6 +324,65 @@ class _Response:
         self.sent += size
         if self.is_head:
             return b""
+        # The head first: its framing (chunked or not) decides how this chunk is encoded.
+        head = self.head_bytes()
+        return head + self.encode_data(bytes(data))
+
+    def write(self, data: bytes) -> None:
+        out = self.data_bytes(data)
+        if out or not self.head_sent:
+            self.send(self.head_bytes() + out)
+
+    # ------------------------------------------------------------ how bytes leave
+    def check_head(self, head: ResponseHead) -> None:
+        """Refuse (raise) a head this transport cannot carry."""
+
+    def encode_head(self, head: ResponseHead) -> bytes:
+        raise NotImplementedError
+
+    def encode_data(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def aborted(self) -> bool:
+        """The client is gone: stop producing (checked between chunks)."""
+        return False
+
+    def finish(self) -> None:
+        """The response is complete."""
+        raise NotImplementedError
+
+    def fail(self) -> None:
+        """The response broke after its head was sent: the connection must close."""
+        raise NotImplementedError
+
+    def internal_error(self) -> None:
+        """The app failed before its head was sent: answer 500."""
+        raise NotImplementedError
+
+
+class FrameResponse(ResponseWriter):
+    """A proxied request's reply: START/DATA/END frames to the front loop."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: ChildChannel, is_head: bool) -> None:
+        super().__init__(is_head)
+        self.channel = channel
+
+    def check_head(self, head: ResponseHead) -> None:
+        if len(head.encode()) > MAX_FRAME:
+            raise ValueError("response head too large for one frame")
+
+    def encode_head(self, head: ResponseHead) -> bytes:
+        return encode(FrameType.START, head.encode())
+
+    def encode_data(self, data: bytes) -> bytes:
+        """DATA frames of at most ``MAX_DATA`` bytes: no app chunk can exceed what the
+        front's decoder accepts."""
+        size = len(data)
         if size <= MAX_DATA:
             return HEADER.pack(size, _DATA) + data
         view = memoryview(data)
@@ -285,10 +393,20 @@ class _Response:
             parts.append(piece)
         return b"".join(parts)
 
-    def write(self, data: bytes) -> None:
-        out = self.data_bytes(data)
-        if out or not self.head_sent:
-            self.channel.send(self.head_bytes() + out)
+    def send(self, data: bytes) -> None:
+        self.channel.send(data)
+
+    def aborted(self) -> bool:
+        return self.channel.abort_requested()
+
+    def finish(self) -> None:
+        self.channel.send(encode(FrameType.END, CPU_TIMES.pack(*os.times()[:4])))
+
+    def fail(self) -> None:
+        self.channel.send(encode(FrameType.FAILED))
+
+    def internal_error(self) -> None:
+        self.channel.send(_internal_error())
 
 
 class SlotServer:
@@ -308,7 +426,10 @@ class SlotServer:
         self.app = app
         self.root_path = root_path
         self.slot = slot
+        self.tid = 0
         self.log = log or _log.bind(slot=slot)
+        # Serves a HANDOFF payload (asyncmpm.child.connection); None: only proxied requests.
+        self.on_handoff: Callable[[bytes], None] | None = None
         self.base_environ: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.multithread": multithread,
@@ -324,31 +445,24 @@ class SlotServer:
 
     def serve(self) -> None:
         """Announce readiness, then serve until STOP or EOF."""
-        ident = f"{os.getpid()},{threading.get_native_id()}".encode()
+        self.tid = threading.get_native_id()
+        ident = f"{os.getpid()},{self.tid}".encode()
         self.channel.send(encode(FrameType.READY, ident))
         while True:
             frame = self.channel.recv()
             if frame is None or frame[0] == FrameType.STOP:
+                self.channel.close_fds()
                 return
             kind, payload = frame
             if kind == FrameType.REQUEST:
                 self.handle(RequestHead.decode(payload))
+            elif kind == FrameType.HANDOFF and self.on_handoff is not None:
+                self.on_handoff(payload)
             # Anything else here is a leftover of an aborted request: skip it.
 
-    def environ(self, head: RequestHead, wsgi_input: WSGIInput) -> dict[str, Any]:
+    def environ(self, head: RequestHead, wsgi_input: BodyReader) -> dict[str, Any]:
         env = self.base_environ.copy()
-        path = unquote_to_bytes(head.path).decode("latin-1")
-        root = self.root_path
-        if root and (path == root or path.startswith(root + "/")):
-            path = path[len(root):]
-        raw_uri = head.path + (b"?" + head.query if head.query else b"")
         env.update(
-            REQUEST_METHOD=head.method.decode("latin-1"),
-            PATH_INFO=path,
-            QUERY_STRING=head.query.decode("latin-1"),
-            RAW_URI=raw_uri.decode("latin-1"),
-            REQUEST_URI=raw_uri.decode("latin-1"),
-            SERVER_PROTOCOL=head.protocol.decode("latin-1"),
             SERVER_NAME=head.server_name.decode("latin-1"),
             SERVER_PORT=head.server_port.decode("latin-1"),
             REMOTE_ADDR=head.remote_addr.decode("latin-1"),
@@ -358,60 +472,47 @@ class SlotServer:
         env["wsgi.input"] = wsgi_input
         env["asyncmpm.request_id"] = head.request_id.decode("latin-1")
         env["asyncmpm.stats"] = head.stats.decode("latin-1")
-        for name, value in head.headers:
-            if name[:1] == b":":  # set by the front loop (TLS variables), never by a client
-                env[name[1:].decode("latin-1")] = value.decode("latin-1")
-                continue
-            if name == b"content-type":
-                key = "CONTENT_TYPE"
-            elif name == b"content-length":
-                key = "CONTENT_LENGTH"
-            elif b"_" in name:
-                continue  # Apache drops these: HTTP_X_A could otherwise be forged via X_A
-            else:
-                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-                if key == "HTTP_TRANSFER_ENCODING":
-                    continue  # the framing is decoded; wsgi.input_terminated says so
-            text = value.decode("latin-1")
-            if key in env and key.startswith("HTTP_"):
-                sep = "; " if key == "HTTP_COOKIE" else ","
-                env[key] = env[key] + sep + text
-            else:
-                env[key] = text
+        fill_request(env, self.root_path, head.method, head.path, head.query, head.protocol,
+                     head.headers)
         return env
 
     def handle(self, head: RequestHead) -> None:
-        channel = self.channel
-        wsgi_input = WSGIInput(channel, bool(head.body), head.expect_continue)
-        response = _Response(channel, head.method == b"HEAD")
-        environ = self.environ(head, wsgi_input)
+        """A request proxied by the front loop: head and body in frames, reply in frames."""
+        wsgi_input = WSGIInput(self.channel, bool(head.body), head.expect_continue)
+        response = FrameResponse(self.channel, head.method == b"HEAD")
+        self.run_app(self.environ(head, wsgi_input), response)
+        wsgi_input.drain()
+
+    def run_app(self, environ: dict[str, Any], response: ResponseWriter) -> None:
+        """Call the app and send its response (PEP 3333); an app error is a 500, or a broken
+        response if its head had gone out."""
         result: Iterable[bytes] | None = None
         try:
             result = self.app(environ, response.start_response)
             if isinstance(result, list | tuple):
                 frames = [response.data_bytes(chunk) for chunk in result]
-                channel.send(b"".join([response.head_bytes(), *frames]))
+                response.send(b"".join([response.head_bytes(), *frames]))
             else:
                 first = True
                 for chunk in result:
                     out = response.data_bytes(chunk)
                     if out:
-                        if not first and channel.abort_requested():
+                        if not first and response.aborted():
                             break
-                        channel.send(response.head_bytes() + out)
+                        response.send(response.head_bytes() + out)
                         first = False
             if not response.head_sent:
-                channel.send(response.head_bytes())
+                response.send(response.head_bytes())
             if response.declared is not None and response.sent < response.declared:
                 self.log.error(
                     "response shorter than its Content-Length",
                     declared=response.declared, sent=response.sent,
                 )
-                channel.send(encode(FrameType.FAILED))
+                response.fail()
             else:
-                channel.send(encode(FrameType.END, CPU_TIMES.pack(*os.times()[:4])))
-        except ChannelClosed:
-            raise  # the front loop is gone; the slot is finished
+                response.finish()
+        except PeerGone:
+            raise  # whoever the response goes to is gone; the caller decides what that ends
         except BaseException as exc:
             # SystemExit and KeyboardInterrupt too (sys.exit() in a view): like mod_wsgi, log
             # it, answer 500 and keep serving. Re-raised, it would end a worker thread
@@ -425,9 +526,9 @@ class SlotServer:
                     exc_info=True,
                 )
             if response.head_sent:
-                channel.send(encode(FrameType.FAILED))
+                response.fail()
             else:
-                channel.send(_internal_error())
+                response.internal_error()
         finally:
             close = getattr(result, "close", None)
             if close is not None:
@@ -436,7 +537,49 @@ class SlotServer:
                 except BaseException:  # the app's code: SystemExit there is its bug too
                     self.log.error("exception in the close() of the WSGI iterable",
                                    exc_info=True)
-        wsgi_input.drain()
+
+
+# Header name -> environ key (None: dropped), computed once per distinct name.
+_KEYS: dict[bytes, str | None] = {b"content-type": "CONTENT_TYPE",
+                                  b"content-length": "CONTENT_LENGTH",
+                                  b"transfer-encoding": None}  # framing is decoded already
+
+
+def _key(name: bytes) -> str | None:
+    if b"_" in name:
+        return None  # Apache drops these: HTTP_X_A could otherwise be forged via X_A
+    key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+    if len(_KEYS) < 4096:
+        _KEYS[name] = key
+    return key
+
+
+def fill_request(env: dict[str, Any], root: str, method: bytes, path: bytes, query: bytes,
+                 protocol: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """The per-request CGI variables of a WSGI environ (PEP 3333), the same whether the front
+    or the slot parsed the request."""
+    text = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    if root and (text == root or text.startswith(root + "/")):
+        text = text[len(root):]
+    raw_uri = (path + b"?" + query if query else path).decode("latin-1")
+    env["REQUEST_METHOD"] = method.decode("latin-1")
+    env["PATH_INFO"] = text
+    env["QUERY_STRING"] = query.decode("latin-1")
+    env["RAW_URI"] = env["REQUEST_URI"] = raw_uri
+    env["SERVER_PROTOCOL"] = protocol.decode("latin-1")
+    keys = _KEYS
+    for name, value in headers:
+        if name[:1] == b":":  # set by the front loop (TLS variables), never by a client
+            env[name[1:].decode("latin-1")] = value.decode("latin-1")
+            continue
+        key = keys[name] if name in keys else _key(name)
+        if key is None:
+            continue
+        text = value.decode("latin-1")
+        if key in env and key[:5] == "HTTP_":
+            env[key] = env[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
+        else:
+            env[key] = text
 
 
 def _internal_error() -> bytes:
@@ -474,19 +617,21 @@ def _check_head(
         raise TypeError(f"headers must be a list, not {type(headers).__name__}")
     out: list[tuple[bytes, bytes]] = []
     declared: int | None = None
+    names = _NAMES
     for item in headers:
-        if not isinstance(item, tuple) or len(item) != 2:
+        if type(item) is not tuple or len(item) != 2:
             raise TypeError(f"header {item!r} is not a (name, value) tuple")
         name, value = item
-        if not isinstance(name, str) or not isinstance(value, str):
+        if type(value) is not str:
             raise TypeError(f"header {item!r} must be a pair of str")
-        bname = name.encode("latin-1")
-        bvalue = value.encode("latin-1")
-        if not bname or not set(bname) <= _TOKEN:
-            raise ValueError(f"invalid header name {name!r}")
+        known = names.get(name) if type(name) is str else None
+        if known is None:
+            known = _check_name(name)
+        bname, is_length = known
         if _CTL.search(value):
             raise ValueError(f"header {name!r} has a control character in its value")
-        if bname.lower() == b"content-length":
+        bvalue = value.encode("latin-1")
+        if is_length:
             if _DIGITS.fullmatch(bvalue) is None:
                 raise ValueError(f"invalid Content-Length {value!r}")
             length = int(bvalue)
@@ -495,3 +640,19 @@ def _check_head(
             declared = length
         out.append((bname, bvalue))
     return ResponseHead(int(code), (reason or "").encode("latin-1"), out), declared
+
+
+# Header names an app has used, checked once: name -> (bytes, is it Content-Length).
+_NAMES: dict[str, tuple[bytes, bool]] = {}
+
+
+def _check_name(name: object) -> tuple[bytes, bool]:
+    if not isinstance(name, str):
+        raise TypeError(f"header name {name!r} must be a str")
+    bname = name.encode("latin-1")
+    if not bname or not set(bname) <= _TOKEN:
+        raise ValueError(f"invalid header name {name!r}")
+    known = (bname, bname.lower() == b"content-length")
+    if len(_NAMES) < 4096:
+        _NAMES[name] = known
+    return known

@@ -40,9 +40,11 @@ from typing import Any
 import structlog
 
 from asyncmpm.child.app_loader import load_app
+from asyncmpm.child.connection import DirectSettings, HandoffServer
 from asyncmpm.child.wsgi import ChannelClosed, ChildChannel, SlotServer
 from asyncmpm.ipc.frames import FrameType, encode
-from asyncmpm.logs import bind_process, configure_logging
+from asyncmpm.ipc.slot_records import SlotRecords
+from asyncmpm.logs import AccessLog, bind_process, configure_logging
 
 __all__ = ["APEXIT_CHILDFATAL", "main"]
 
@@ -217,7 +219,8 @@ def run_child(settings: dict[str, Any], app: Any, slot: int, gen: int, fds: list
     structlog.contextvars.clear_contextvars()  # drop the zygote's role=zygote
     bind_process(pid=os.getpid(), slot=slot, gen=gen)
     log = structlog.get_logger("asyncmpm.child").bind(pid=os.getpid(), slot=slot)
-    socks = [socket.socket(fileno=fd) for fd in fds]
+    *channel_fds, records_fd = fds  # the slot channels, then the shared slot records
+    socks = [socket.socket(fileno=fd) for fd in channel_fds]
     channels = [ChildChannel(s) for s in socks]
     if app is None:
         try:
@@ -235,6 +238,11 @@ def run_child(settings: dict[str, Any], app: Any, slot: int, gen: int, fds: list
                    log=log.bind(thread=i))
         for i, ch in enumerate(channels)
     ]
+    direct = settings.get("direct")
+    if direct is None:
+        os.close(records_fd)
+    else:
+        _enable_handoff(servers, direct, settings, slot, records_fd)
     if len(servers) == 1:
         _serve(servers[0])
     else:
@@ -249,6 +257,21 @@ def run_child(settings: dict[str, Any], app: Any, slot: int, gen: int, fds: list
     for s in socks:
         s.close()
     return 0
+
+
+def _enable_handoff(servers: list[SlotServer], direct: dict[str, Any],
+                    settings: dict[str, Any], slot: int, records_fd: int) -> None:
+    """Let these slots serve handed-off HTTP/1.1 connections themselves."""
+    records = SlotRecords(direct["record_slots"], fd=records_fd)
+    direct_settings = DirectSettings.from_settings(settings)
+    for thread, server in enumerate(servers):
+        access_log = None
+        if direct["access_log"]:
+            access_log = AccessLog(direct["access_log"],
+                                   fmt="json" if direct["access_log_json"] else "combined",
+                                   log_format=direct["access_log_format"])
+        server.on_handoff = HandoffServer(server, direct_settings, records,
+                                          slot * direct["thread_limit"] + thread, access_log)
 
 
 def _serve(server: SlotServer) -> None:

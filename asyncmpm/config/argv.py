@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-queued-requests", type=_number("int", 0), default=None,
                        metavar="N", help="requests that may wait for a free slot before 503 "
                        "[default: 1024]")
+    group.add_argument("--handoff", action=argparse.BooleanOptionalAction, default=None,
+                       help="hand plaintext HTTP/1.1 connections to the slots, which read and "
+                       "answer on the client socket themselves (as the event MPM); off: the "
+                       "front loop relays every byte [default: on]")
 
     net = parser.add_argument_group("TLS and HTTP/2")
     net.add_argument("--http2", action=argparse.BooleanOptionalAction, default=True,
@@ -256,6 +260,8 @@ def parse_command(argv: Sequence[str] | None = None) -> tuple[Config, Command]:
         values["request_read_timeout"] = ns.request_read_timeout
     if ns.max_queued_requests is not None:
         values["max_queued_requests"] = ns.max_queued_requests
+    if ns.handoff is not None:
+        values["handoff"] = ns.handoff
     for d in DIRECTIVES:
         value = getattr(ns, d.field)
         if value is not None:

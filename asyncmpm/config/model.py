@@ -135,6 +135,9 @@ class Config:
     child_boot_timeout: float = 30.0
 
     http2: bool = True  # h2 over TLS (ALPN), h2c with prior knowledge and by Upgrade
+    # Plaintext HTTP/1.1 connections are handed to the slots once a head is read (the event
+    # MPM's design, with processes); off: the front loop relays every byte (as TLS and h2).
+    handoff: bool = True
     h2_max_session_streams: int = 100
     h2_window_size: int = 65535
     h2_max_header_list_size: int = 65536

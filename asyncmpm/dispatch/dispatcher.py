@@ -7,6 +7,7 @@ stay idle and the spare-server policy can retire them (and warm caches stay warm
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -26,9 +27,15 @@ class QueueTimeout(Exception):
 
 @dataclass(slots=True, eq=False)
 class _Waiter:
-    event: anyio.Event = field(default_factory=anyio.Event)
+    event: anyio.Event | None = field(default_factory=anyio.Event)
     slot: SlotHandle | None = None
     gone: bool = False
+    # A callback waiter (the callback-driven front): called with the slot instead of an event.
+    callback: Callable[[SlotHandle], None] | None = None
+
+    def cancel(self) -> None:
+        """A callback waiter gives up (its client left or Timeout passed)."""
+        self.gone = True
 
 
 class Dispatcher:
@@ -47,6 +54,30 @@ class Dispatcher:
     def idle(self) -> int:
         return len(self._idle)
 
+    def try_acquire(self) -> SlotHandle | None:
+        """A free slot now, or None (then :meth:`wait_for` queues the caller)."""
+        while self._idle and not self._queued:
+            idle = self._idle.pop()
+            if idle.peer_alive():
+                idle.busy = True
+                return idle
+        return None
+
+    def wait_for(self, callback: Callable[[SlotHandle], None]) -> _Waiter:
+        """Queue a callback for the next free slot (FIFO with the waiting tasks); raises
+        QueueFull. The caller keeps the waiter to :meth:`abandon` it."""
+        if self._queued >= self.max_queued:
+            raise QueueFull
+        waiter = _Waiter(event=None, callback=callback)
+        self._waiters.append(waiter)
+        self._queued += 1
+        return waiter
+
+    def abandon(self, waiter: _Waiter) -> None:
+        if not waiter.gone and waiter.slot is None:
+            waiter.gone = True
+            self._queued -= 1
+
     async def acquire(self, timeout: float) -> SlotHandle:
         while self._idle and not self._queued:
             idle = self._idle.pop()
@@ -58,6 +89,7 @@ class Dispatcher:
         waiter = _Waiter()
         self._waiters.append(waiter)
         self._queued += 1
+        assert waiter.event is not None
         try:
             with anyio.move_on_after(timeout):
                 await waiter.event.wait()
@@ -88,7 +120,11 @@ class Dispatcher:
             waiter.slot = slot
             slot.busy = True
             self._queued -= 1
-            waiter.event.set()
+            if waiter.callback is not None:
+                waiter.callback(slot)
+            else:
+                assert waiter.event is not None
+                waiter.event.set()
             return
         self._idle.append(slot)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import array
+import os
 import select
+import socket
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
 
-from asyncmpm.ipc.frames import FrameDecoder
+from asyncmpm.ipc.frames import FrameDecoder, FrameType, encode
 from asyncmpm.streams import AsyncioStream, ByteStream
 
 if TYPE_CHECKING:
@@ -39,14 +43,16 @@ class SlotHandle:
     """
 
     __slots__ = (
-        "_decoder", "_fd", "_frames", "_whole_writes", "broken", "busy", "child", "closed",
-        "cpu_times", "index", "stream", "thread",
+        "_decoder", "_fd", "_frames", "_raw", "_whole_writes", "broken", "busy", "child",
+        "closed", "cpu_times", "index", "record", "seen", "stream", "thread",
     )
 
     def __init__(self, child: Child, thread: int, stream: ByteStream, fd: int) -> None:
         self.child = child
         self.thread = thread
         self.index = child.index * child.threads + thread  # flat scoreboard position
+        self.record = child.index * child.thread_limit + thread  # in the shared slot records
+        self.seen = (0, 0)  # its record's (requests done, bytes) already counted by the front
         self.stream = stream
         self._decoder = FrameDecoder()
         self._frames: deque[tuple[int, bytes]] = deque()
@@ -54,6 +60,7 @@ class SlotHandle:
         self.closed = False
         self.broken = False  # the child broke the protocol: kill it, do not just forget it
         self._fd = fd
+        self._raw: socket.socket | None = None  # for sendmsg: created on the first handoff
         self._whole_writes = isinstance(stream, AsyncioStream)
         # The child's CPU times as its last END frame reported them (for mod_status).
         self.cpu_times: tuple[float, float, float, float] | None = None
@@ -84,6 +91,40 @@ class SlotHandle:
             self.closed = True
             raise SlotClosed(str(exc)) from exc
 
+    def send_handoff(self, frame: bytes, fd: int) -> int:
+        """Send a HANDOFF frame with a client socket attached (SCM_RIGHTS) without waiting;
+        returns the bytes the kernel took (0: none, the descriptor did not go either).
+
+        asyncio's transports cannot carry descriptors, so the frame goes out through the raw
+        channel socket. The slot is idle, so nothing of ours is queued ahead of it; the rest
+        of a frame the kernel did not take must follow through :meth:`send` (the descriptor
+        rides on the first byte)."""
+        sock = self._raw
+        if sock is None:
+            # A duplicate of the channel's descriptor (same socket), kept for the slot's life:
+            # wrapping the stream's own one per call would cost a getsockname each time.
+            sock = self._raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0,
+                                             os.dup(self._fd))
+        try:
+            return sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                           array.array("i", [fd]).tobytes())])
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self.closed = True
+            raise SlotClosed(str(exc)) from exc
+
+    async def hand_off(self, payload: bytes, fd: int) -> None:
+        """Send a HANDOFF frame with the client socket, waiting for room if need be."""
+        frame = encode(FrameType.HANDOFF, payload)
+        while True:
+            sent = self.send_handoff(frame, fd)
+            if sent:
+                break
+            await anyio.wait_writable(self._fd)
+        if sent < len(frame):
+            await self.send(frame[sent:])
+
     async def recv(self) -> tuple[int, bytes]:
         frames = self._frames
         while not frames:
@@ -107,12 +148,51 @@ class SlotHandle:
         self.closed = self.broken = True
         return SlotBroken(f"the child broke the slot protocol: {why}")
 
+    def watch(self, callback: Callable[[int, bytes], None] | None) -> bool:
+        """Deliver this slot's frames to ``callback`` as they arrive (kind 0 when the channel
+        hangs up), instead of to :meth:`recv`; ``None`` stops that. False if the channel
+        cannot call back (not an asyncio stream): the caller then awaits :meth:`recv`."""
+        stream = self.stream
+        if not isinstance(stream, AsyncioStream):
+            return False
+        if callback is None:
+            stream.on_data = None
+            return True
+
+        def on_data(data: bytes) -> None:
+            if not data:
+                self.closed = True
+                callback(0, b"")
+                return
+            try:
+                frames = self._decoder.feed(data)
+            except ValueError as exc:
+                self.broke(str(exc))
+                callback(0, b"")
+                return
+            for kind, payload in frames:
+                callback(kind, payload)
+
+        frames, self._frames = list(self._frames), deque()
+        stream.on_data = on_data
+        for kind, payload in frames:
+            callback(kind, payload)
+        pending = stream.take_buffered()
+        if pending:
+            on_data(pending)
+        elif self.closed or stream._eof:
+            callback(0, b"")
+        return True
+
     def has_buffered(self) -> bool:
         """Frames already received: the caller can coalesce its client writes."""
         return bool(self._frames)
 
     async def aclose(self) -> None:
         self.closed = True
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         await self.stream.aclose()
 
     def __repr__(self) -> str:

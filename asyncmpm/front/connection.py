@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ from asyncmpm.ipc.frames import (
     FrameType,
     encode,
 )
+from asyncmpm.ipc.handoff import Handback, Handoff
 from asyncmpm.ipc.messages import ResponseHead, decode_cpu_times
+from asyncmpm.ipc.slot_records import IDLE
 from asyncmpm.protocol.events import (
     Body,
     ConnectionClosed,
@@ -48,6 +51,7 @@ __all__ = ["Connection"]
 
 _RECV = 65536
 _DISCARD_LIMIT = 1024 * 1024  # unread body we still read past to keep the connection
+_LINGER = 2.0  # httpd's SECONDS_TO_LINGER
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 
 
@@ -71,8 +75,9 @@ class _Exchange:
 
 class Connection:
     def __init__(self, stream: ByteStream, ctx: FrontContext, remote: tuple[str, int],
-                 local: tuple[str, int]) -> None:
+                 local: tuple[str, int], initial: bytes = b"") -> None:
         self.stream = stream
+        self._initial = initial  # bytes another front already read from this connection
         self.ctx = ctx
         self.proto = HTTP1Connection(ctx.http1_limits)
         self.pending: deque[Event] = deque()
@@ -86,12 +91,19 @@ class Connection:
         self.remote_port = str(remote[1]) if isinstance(remote, tuple) else "0"
         self.local_addr = str(local[0]) if isinstance(local, tuple) else "127.0.0.1"
         self.local_port = str(local[1]) if isinstance(local, tuple) else "0"
+        # Plaintext HTTP/1.1 goes to a slot with its socket once a head is read; the raw
+        # bytes from that head's first byte go along (raw[0] is byte raw_base of the stream).
+        self.handoff: tuple[int, int] | None = None
+        self.raw = bytearray()
+        self.raw_base = 0
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
         metrics = self.ctx.metrics
         try:
             tls = self.stream.tls
+            if tls is None and self.ctx.config.handoff:
+                self.handoff = self.stream.handoff_fd()
             if tls is not None and tls.alpn == "h2":
                 await self._run_http2("h2")
                 return
@@ -110,13 +122,17 @@ class Connection:
                     await self._send_error(event.status, event.reason)
                     return
                 if isinstance(event, Request):
+                    start = self.proto.head_starts.popleft() if self.proto.head_starts else 0
                     settings = self._h2c_upgrade(event)
                     if settings is not None:
                         await self.stream.send(_SWITCHING)
                         await self._run_http2("h2c", upgrade=(settings, event))
                         return
                     self.idle = False
-                    keep = await self._serve(event)
+                    if self.handoff is not None and not self._front_answers(event):
+                        keep = await self._hand_off(event, start)
+                    else:
+                        keep = await self._serve(event)
                     self.idle = True
                     self.served += 1
                     if not keep or self.ctx.stopping:
@@ -196,7 +212,7 @@ class Connection:
                 scope.cancel()
             while len(data) < len(PREFACE) and PREFACE.startswith(data):
                 try:
-                    chunk = await self.stream.receive(_RECV)
+                    chunk = await self._read()
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     chunk = b""
                 if not chunk:
@@ -206,15 +222,23 @@ class Connection:
         if data.startswith(PREFACE):
             return data
         if data:
+            if self.handoff is not None:
+                self.raw += data
             self.pending.extend(self.proto.receive_data(data))
         else:
             self.eof = True
         return None
 
+    async def _read(self) -> bytes:
+        if self._initial:
+            data, self._initial = self._initial, b""
+            return data
+        return await self.stream.receive(_RECV)
+
     async def _receive(self) -> None:
         """Read once from the client and feed the protocol."""
         try:
-            data = await self.stream.receive(_RECV)
+            data = await self._read()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             data = b""
         if not data:
@@ -222,6 +246,8 @@ class Connection:
             self.pending.extend(self.proto.receive_data(b""))
             self.pending.append(ConnectionClosed())
             return
+        if self.handoff is not None:
+            self.raw += data
         self.pending.extend(self.proto.receive_data(data))
 
     async def _next_head_event(self) -> Event | None:
@@ -273,6 +299,150 @@ class Connection:
     def proto_bytes(self) -> int:
         return self.proto.bytes_received
 
+    # ------------------------------------------------------------------ handoff
+    def _front_answers(self, request: Request) -> bool:
+        ctx = self.ctx
+        return (ctx.status_path is not None and request.path == ctx.status_path) or (
+            ctx.metrics_path is not None and request.path == ctx.metrics_path)
+
+    async def _hand_off(self, request: Request, start: int) -> bool:
+        """Hand the connection to a slot, which serves this request and any that follow
+        while they keep coming, then gives it back; True if the connection stays open.
+
+        The front keeps its copy of the socket throughout: if the slot's process dies, it
+        answers 502 (no response byte written yet, as the slot's shared record says) or
+        closes; a request past Timeout is a hung slot (504, or closed if the response had
+        started) and the slot is replaced.
+        """
+        ctx = self.ctx
+        assert self.handoff is not None
+        t0 = time.time()
+        slot = await self._acquire(request, t0)
+        if slot is None:
+            return self.proto.keep_alive and not request.has_body
+        fd, family = self.handoff
+        raw = self.raw
+        del raw[: start - self.raw_base]
+        self.raw_base = start
+        data = bytes(raw) + self.stream.suspend()
+        handoff = Handoff(
+            family=family,
+            remote_addr=self.remote_addr.encode(),
+            remote_port=self.remote_port.encode(),
+            local_addr=self.local_addr.encode(),
+            local_port=self.local_port.encode(),
+            server_name=(ctx.config.server_name or self.local_addr).encode(),
+            keepalives=self.proto.keepalives,
+            request_id=ctx.next_request_id(),
+            stats=ctx.stats(),
+            data=data,
+        )
+        ws = ctx.slot_started(slot, self, request, t0)
+        ctx.handoff_began(slot)
+        records = ctx.supervisor.records
+        baseline = records.requests(slot.record)
+        back: Handback | None = None
+        outcome = 0  # what the front had to do itself: 502, 504, or 0
+        try:
+            await slot.hand_off(handoff.encode(), fd)
+            back = await self._await_handback(slot)
+            if back is None:
+                outcome = 504
+        except SlotClosed:
+            outcome = 502
+        except BaseException:
+            # Cancelled (GracefulShutdownTimeout passed): the slot is abandoned, and its child
+            # is stopped with the others; the client is cut off.
+            ctx.slot_handed_back(slot, ws, None, t0, reusable=False)
+            self._cut_off()
+            raise
+        unanswered = back is None and records.unanswered(slot.record, baseline)
+        if back is None:
+            records.idle(slot.record)
+        if outcome == 502:  # before the slot is done: it decides the child's fate
+            ctx.supervisor.slot_lost(slot)
+        ctx.slot_handed_back(slot, ws, back, t0, reusable=back is not None)
+        if back is None:
+            # Our copy is the connection's last reliable one: answer if nothing was written.
+            if unanswered:
+                reason = ("The child serving this request exited." if outcome == 502 else
+                          "The application did not answer within Timeout "
+                          f"({ctx.config.timeout:g} s).")
+                await self._send_error(outcome, reason)
+            ctx.log_access(self, request, outcome, 0, t0, slot)
+            self._cut_off()
+            return False
+        self.served += max(0, len(back.served) - 1)
+        if not back.keep:
+            await self._linger()
+            return False
+        self.stream.resume()
+        self.proto = HTTP1Connection(ctx.http1_limits, keepalives=back.keepalives)
+        self.pending.clear()
+        self.raw = bytearray()
+        self.raw_base = 0
+        if back.leftover:
+            self.raw += back.leftover
+            self.pending.extend(self.proto.receive_data(back.leftover))
+        return True
+
+    async def _await_handback(self, slot: SlotHandle) -> Handback | None:
+        """The slot's HANDBACK; None if a request it runs exceeded Timeout (it is hung)."""
+        ctx = self.ctx
+        records = ctx.supervisor.records
+        timeout = ctx.config.timeout
+        while True:
+            if records.state(slot.record) == IDLE:
+                wait = timeout
+            else:
+                wait = records.request_start(slot.record) + timeout - time.time()
+                if wait <= 0:
+                    ctx.supervisor.slot_hung(slot)
+                    return None
+            with anyio.move_on_after(wait):
+                kind, payload = await slot.recv()
+                if kind == FrameType.HANDBACK:
+                    return Handback.decode(payload)
+
+    def _cut_off(self) -> None:
+        """End the connection for every holder of it (a hung slot may still have it)."""
+        if self.handoff is not None:
+            sock = socket.socket(self.handoff[1], socket.SOCK_STREAM, 0, self.handoff[0])
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                sock.detach()
+
+    async def _linger(self) -> None:
+        """httpd's lingering close: the slot has shut our side down; read what the client
+        still sends (for at most 2 s) so that closing does not reset the connection before
+        it has read the response."""
+        self.stream.resume()
+        with anyio.move_on_after(_LINGER):
+            try:
+                while await self.stream.receive(_RECV):
+                    pass
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                pass
+
+    async def _acquire(self, request: Request, t0: float) -> SlotHandle | None:
+        """A free slot, waiting in the FIFO queue; None after answering 503."""
+        ctx = self.ctx
+        queued = ctx.dispatcher.idle == 0
+        try:
+            slot = await ctx.dispatcher.acquire(ctx.config.timeout)
+            if queued:
+                ctx.metrics.queue_wait.observe(time.time() - t0)
+            return slot
+        except (QueueFull, QueueTimeout):
+            await self._send_error(
+                503, "The server is temporarily unable to service your request: every "
+                "slot is busy.", extra=[(b"Retry-After", b"1")], close=request.has_body)
+            ctx.log_access(self, request, 503, 0, t0, None)
+            return None
+
     # ------------------------------------------------------------------ one request
     async def _serve(self, request: Request) -> bool:
         """Serve one request; True if the connection may carry another."""
@@ -282,16 +452,8 @@ class Connection:
         if ctx.metrics_path is not None and request.path == ctx.metrics_path:
             return await self._serve_status(request, metrics=True)
         t0 = time.time()
-        queued = ctx.dispatcher.idle == 0
-        try:
-            slot = await ctx.dispatcher.acquire(ctx.config.timeout)
-            if queued:
-                ctx.metrics.queue_wait.observe(time.time() - t0)
-        except (QueueFull, QueueTimeout):
-            await self._send_error(
-                503, "The server is temporarily unable to service your request: every "
-                "slot is busy.", extra=[(b"Retry-After", b"1")], close=request.has_body)
-            ctx.log_access(self, request, 503, 0, t0, None)
+        slot = await self._acquire(request, t0)
+        if slot is None:
             return self.proto.keep_alive and not request.has_body
         exchange = _Exchange(request)
         ws = ctx.slot_started(slot, self, request, t0)

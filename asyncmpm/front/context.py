@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from asyncmpm._version import SERVER_HEADER, VERSION
 from asyncmpm.config.model import Config, MPMLimits
 from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.dispatch.slot import SlotHandle
+from asyncmpm.ipc.handoff import Handback
 from asyncmpm.logs import AccessEntry, AccessLog
 from asyncmpm.protocol.events import Request
 from asyncmpm.protocol.http1 import HTTP1Limits
@@ -30,8 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VERSION", "FrontContext"]
 
-VERSION = "0.1.0"
-_SERVER_HEADER = f"asyncmpm/{VERSION}".encode()
+_SERVER_HEADER = SERVER_HEADER.encode()
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
@@ -58,6 +59,7 @@ class FrontContext:
         self.started = time.time()
         self.metrics = RequestMetrics()
         self.access_log: AccessLog | None = None
+        self.handed: set[SlotHandle] = set()  # slots serving a handed-off connection now
         self.log = structlog.get_logger("asyncmpm.front")
         self.apply(config, limits)
 
@@ -150,6 +152,68 @@ class FrontContext:
         self.supervisor.slot_done(slot, reusable=reusable)
         sb.changed()
 
+    def handoff_began(self, slot: SlotHandle) -> None:
+        """A slot got a connection: from now on its requests are counted from its shared
+        record (what it had done before is already counted)."""
+        slot.seen = self.supervisor.records.done(slot.record)
+        self.handed.add(slot)
+
+    def sync_handoffs(self) -> None:
+        """Count what slots serving handed-off connections have done so far, so the status
+        page and metrics are current while a connection is still in a slot."""
+        for slot in self.handed:
+            self._fold(slot)
+
+    def _fold(self, slot: SlotHandle) -> None:
+        done, sent = self.supervisor.records.done(slot.record)
+        n = done - slot.seen[0]
+        body_bytes = sent - slot.seen[1]
+        if n <= 0 and body_bytes <= 0:
+            return
+        slot.seen = (done, sent)
+        ws = self.scoreboard.processes[slot.child.index].threads[slot.thread]
+        ws.times = slot.cpu_times = self.supervisor.records.cpu_times(slot.record)
+        ws.access_count += n
+        ws.my_access_count += n
+        ws.bytes_served += body_bytes
+        ws.my_bytes_served += body_bytes
+        sb = self.scoreboard
+        sb.total_accesses += n
+        sb.total_bytes += body_bytes
+
+    def slot_handed_back(
+        self,
+        slot: SlotHandle,
+        ws: WorkerScore,
+        back: Handback | None,
+        t0: float,
+        *,
+        reusable: bool,
+    ) -> None:
+        """A handed-off connection came back (or its slot failed): count what the slot
+        served on it, as :meth:`slot_finished` counts one proxied request."""
+        now = time.time()
+        self.handed.discard(slot)
+        self._fold(slot)
+        served = back.served if back is not None else ()
+        duration = (sum(s.duration_us for s in served) / 1e6) if served else now - t0
+        if back is not None:
+            slot.cpu_times = back.cpu_times
+            ws.times = back.cpu_times
+            if back.last_request:
+                ws.request = back.last_request[:63].decode("latin-1")
+        ws.conn_count += 1
+        ws.duration += duration
+        ws.last_used = ws.stop_time = now
+        sb = self.scoreboard
+        sb.total_duration += duration
+        observe = self.metrics.observe
+        for record in served:
+            observe(record.status, record.body_bytes, record.duration_us / 1e6)
+        self.busy -= 1
+        self.supervisor.slot_done(slot, reusable=reusable)
+        sb.changed()
+
     def log_access(
         self,
         conn: Peer,
@@ -237,6 +301,7 @@ class FrontContext:
             return 405, [(b"Allow", b"GET, HEAD"), (b"Content-Type", b"text/plain"),
                          (b"Content-Length", b"%d" % len(body))], body
         self.scoreboard.queued_requests = self.dispatcher.queued
+        self.sync_handoffs()
         query = parse_query(request.query.decode("latin-1"))
         info = self.server_info(local_addr)
         snapshot = self.scoreboard.snapshot()
@@ -263,6 +328,7 @@ class FrontContext:
             return 403, [(b"Content-Type", b"text/plain"),
                          (b"Content-Length", b"%d" % len(body))], body
         self.scoreboard.queued_requests = self.dispatcher.queued
+        self.sync_handoffs()
         body = render_metrics(self.scoreboard.snapshot(), self.metrics, self.supervisor)
         return 200, [(b"Content-Type", METRICS_CONTENT_TYPE),
                      (b"Content-Length", b"%d" % len(body))], body

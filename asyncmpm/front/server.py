@@ -32,8 +32,9 @@ from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.errors import AsyncMPMError, ConfigError
 from asyncmpm.front.connection import Connection
 from asyncmpm.front.context import VERSION, FrontContext
+from asyncmpm.front.handoff import HandoffFront
 from asyncmpm.logs import ErrorLog
-from asyncmpm.streams import ByteStream, accept, accept_raw, open_tls
+from asyncmpm.streams import ByteStream, accept, accept_raw, open_tls, wrap_socket
 from asyncmpm.supervisor.scoreboard import Scoreboard, ScoreboardSnapshot
 from asyncmpm.supervisor.supervisor import Supervisor
 from asyncmpm.tls import make_ssl_context
@@ -83,6 +84,7 @@ class Server:
         self._stop: anyio.Event | None = None
         self._stop_requested = False
         self._connections: set[Connection] = set()
+        self._handoff: HandoffFront | None = None
         self._drained: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._accept_scope: anyio.CancelScope | None = None
@@ -164,6 +166,8 @@ class Server:
     def status(self) -> ScoreboardSnapshot:
         """The scoreboard as mod_status sees it."""
         self.scoreboard.queued_requests = self.dispatcher.queued
+        if self._ctx is not None:
+            self._ctx.sync_handoffs()
         return self.scoreboard.snapshot()
 
     async def wait_status(
@@ -240,6 +244,7 @@ class Server:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.supervisor.run)
                 async with anyio.create_task_group() as conn_tg:
+                    self._handoff = self._handoff_front(conn_tg)
                     for listener, address in zip(listeners, self._listener_addresses,
                                                  strict=True):
                         conn_tg.start_soon(self._accept_loop, listener, conn_tg,
@@ -254,9 +259,12 @@ class Server:
                     )
                     self._write_pid_file()
                     task_status.started(list(self.addresses))
-                    await self._stop.wait()
-                    stop_began = time.monotonic()
-                    await self._drain(listeners)
+                    try:
+                        await self._stop.wait()
+                        stop_began = time.monotonic()
+                        await self._drain(listeners)
+                    finally:
+                        self._close_handoff_front()
                     conn_tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     killed, left = await self.supervisor.stop_children()
@@ -271,6 +279,7 @@ class Server:
             else:
                 self.log.info("shutdown complete: every child has exited", took=took)
         finally:
+            self._close_handoff_front()
             self._remove_pid_file()
             with anyio.CancelScope(shield=True):
                 for listener in listeners:
@@ -278,6 +287,25 @@ class Server:
             if self._ctx is not None and self._ctx.access_log is not None:
                 self._ctx.access_log.close()
             self._close_error_log()
+
+    def _close_handoff_front(self) -> None:
+        if self._handoff is not None:
+            self._handoff.close()
+            self._handoff = None
+
+    def _handoff_front(self, tg: anyio.abc.TaskGroup) -> HandoffFront | None:
+        """The callback-driven front for plaintext HTTP/1.1 (asyncio only; trio serves those
+        connections in tasks, which hand off the same way)."""
+        assert self._ctx is not None
+        if not self.config.handoff or self._ctx.backend == "trio":
+            return None
+        import asyncio
+
+        def to_task(sock: socket.socket, remote: tuple[Any, ...], local: tuple[Any, ...],
+                    initial: bytes) -> None:
+            tg.start_soon(self._handle_raw, sock, remote, local, initial)
+
+        return HandoffFront(self._ctx, asyncio.get_running_loop(), to_task, self._check_drained)
 
     def _close_error_log(self) -> None:
         if self._error_log is not None:
@@ -336,6 +364,10 @@ class Server:
                 if tls:
                     raw, remote, local = await accept_raw(listener)
                     tg.start_soon(self._handle_tls, raw, remote, local)
+                elif self._handoff is not None:
+                    raw, remote, local = await accept_raw(listener)
+                    assert isinstance(raw, socket.socket)
+                    self._handoff.add(raw, remote, local)
                 else:
                     stream, remote, local = await accept(listener)
                     tg.start_soon(self._handle, stream, remote, local)
@@ -372,17 +404,27 @@ class Server:
             return
         await self._handle(stream, remote, local)
 
+    async def _handle_raw(self, sock: socket.socket, remote: tuple[str, int],
+                          local: tuple[str, int], initial: bytes) -> None:
+        """A connection the callback front passes on (status page, HTTP/2), with the bytes
+        it already read."""
+        await self._handle(await wrap_socket(sock), remote, local, initial)
+
     async def _handle(self, stream: ByteStream, remote: tuple[str, int],
-                      local: tuple[str, int]) -> None:
+                      local: tuple[str, int], initial: bytes = b"") -> None:
         assert self._ctx is not None
-        conn = Connection(stream, self._ctx, remote, local)
+        conn = Connection(stream, self._ctx, remote, local, initial)
         self._connections.add(conn)
         try:
             await conn.run()
         finally:
             self._connections.discard(conn)
-            if self._ctx.stopping and not self._connections and self._drained is not None:
-                self._drained.set()
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        if (self._ctx is not None and self._ctx.stopping and not self._connections
+                and not self._handoff and self._drained is not None):
+            self._drained.set()
 
     async def _drain(self, listeners: list[anyio.abc.SocketListener]) -> None:
         """Graceful stop: no new connections, idle ones closed, in-flight ones finish."""
@@ -393,9 +435,13 @@ class Server:
         self._accept_scope.cancel()  # stop accepting before the sockets close under it
         for listener in listeners:
             await listener.aclose()
+        # Slots serving handed-off connections close them after the current request.
+        self.supervisor.records.close_all()
         for conn in list(self._connections):
             conn.close_if_idle()
-        if not self._connections:
+        if self._handoff is not None:
+            self._handoff.stop_idle()
+        if not self._connections and not self._handoff:
             return
         timeout = self.config.graceful_shutdown_timeout or math.inf
         with anyio.move_on_after(timeout) as scope:

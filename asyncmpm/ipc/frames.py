@@ -45,6 +45,7 @@ class FrameType(enum.IntEnum):
     BODY_END = 3  # end of request body; payload b"!" if the client went away
     STOP = 4  # finish and exit
     ABORT = 5  # the client is gone: stop producing the response
+    HANDOFF = 6  # a client connection for the slot to serve; its fd rides along (SCM_RIGHTS)
     # child -> front
     READY = 16  # slot ready; payload: pid
     START = 17  # status line then header name/value fields
@@ -53,6 +54,7 @@ class FrameType(enum.IntEnum):
     CONTINUE = 20  # the app started reading a body sent with Expect: 100-continue
     BOOT_ERROR = 21  # the app could not be loaded; payload: traceback text
     FAILED = 22  # the response broke after START (app raised mid-stream)
+    HANDBACK = 23  # a handed-off connection is idle or finished (see asyncmpm.ipc.handoff)
 
 
 def encode(kind: FrameType, payload: bytes = b"") -> bytes:

@@ -10,8 +10,9 @@ import struct
 from dataclasses import dataclass
 
 from asyncmpm.ipc.frames import pack_fields, unpack_fields
+from asyncmpm.protocol.events import Request
 
-__all__ = ["CPU_TIMES", "RequestHead", "ResponseHead", "decode_cpu_times"]
+__all__ = ["CPU_TIMES", "RequestHead", "ResponseHead", "decode_cpu_times", "split_host"]
 
 _FIXED = 14  # fields before the header pairs
 
@@ -48,6 +49,58 @@ class RequestHead:
             fields.append(name)
             fields.append(value)
         return pack_fields(fields)
+
+    @classmethod
+    def from_request(
+        cls,
+        request: Request,
+        *,
+        scheme: bytes,
+        remote: tuple[bytes, bytes],
+        local: tuple[bytes, bytes],
+        configured_name: bytes,
+        request_id: bytes,
+        stats: bytes,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> RequestHead:
+        """The head a slot builds its environ from, the same for HTTP/1.1 and HTTP/2 and
+        whether the front or the slot parsed the request."""
+        host = b""
+        for name, value in request.headers:
+            if name == b"host":
+                host = value
+                break
+        server_name, server_port = split_host(host, local[0], local[1])
+        if configured_name and not host:
+            server_name = configured_name
+        if request.chunked:
+            body = b"c"
+        elif request.content_length:
+            body = b"l"
+        else:
+            body = b""
+        headers = request.headers
+        if extra_headers:
+            headers = [*headers, *extra_headers]
+        return cls(
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            # WSGI (and CGI) spell it HTTP/2; the access log shows HTTP/2.0 as httpd's does.
+            protocol=b"HTTP/2" if request.http_version == "2.0"
+            else b"HTTP/" + request.http_version.encode(),
+            scheme=scheme,
+            remote_addr=remote[0],
+            remote_port=remote[1],
+            server_name=server_name,
+            server_port=server_port,
+            body=body,
+            content_length=b"%d" % request.content_length if request.content_length else b"",
+            expect_continue=request.expect_continue,
+            request_id=request_id,
+            stats=stats,
+            headers=headers,
+        )
 
     @classmethod
     def decode(cls, payload: bytes) -> RequestHead:
@@ -94,6 +147,19 @@ class ResponseHead:
             if len(name) == 14 and name.lower() == b"content-length" and not value.isdigit():
                 raise ValueError(f"invalid Content-Length {value!r}")
         return cls(int(code), f[1], headers)
+
+
+def split_host(host: bytes, local_addr: bytes, local_port: bytes) -> tuple[bytes, bytes]:
+    """SERVER_NAME and SERVER_PORT from a Host field (the local address without one)."""
+    if not host:
+        return local_addr, local_port
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        name = host[: end + 1]
+        port = host[end + 2 :] if host[end + 1 : end + 2] == b":" else b""
+    else:
+        name, _, port = host.partition(b":")
+    return name, port or local_port
 
 
 CPU_TIMES = struct.Struct("!4d")

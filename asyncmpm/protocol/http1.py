@@ -135,7 +135,9 @@ class _State(enum.Enum):
 class HTTP1Connection:
     """One client connection's HTTP/1.1 state. Not thread-safe; owned by one task."""
 
-    def __init__(self, limits: HTTP1Limits | None = None) -> None:
+    def __init__(self, limits: HTTP1Limits | None = None, *, keepalives: int = 0) -> None:
+        """``keepalives``: responses this connection already had that kept it open (it
+        moves between the front loop and the slots; MaxKeepAliveRequests counts them all)."""
         self.limits = limits or HTTP1Limits()
         self._buf = bytearray()
         self._state = _State.HEAD
@@ -164,7 +166,10 @@ class HTTP1Connection:
         # (method, version, client asked close, client sent keep-alive) of each parsed request
         # not yet answered: pipelined requests parse ahead of their responses.
         self._unanswered: deque[tuple[bytes, str, bool, bool]] = deque()
-        self._keepalives = 0
+        self._keepalives = keepalives
+        # Where each parsed request's head began, counted in bytes received: a front that
+        # hands the connection on passes the raw bytes from there.
+        self.head_starts: deque[int] = deque()
         self._req_method = b""
         self._req_version = "1.1"
         self._client_close = True
@@ -184,6 +189,21 @@ class HTTP1Connection:
         """True when no byte of a next request has arrived (idle keep-alive)."""
         return (self._state is _State.HEAD and _NOT_CRLF.search(self._buf) is None
                 and not self._events)
+
+    @property
+    def keepalives(self) -> int:
+        return self._keepalives
+
+    def take_unparsed(self) -> bytes:
+        """The bytes of an incomplete next head, handed on with the connection (valid only
+        between requests: no event pending, nothing of a body outstanding)."""
+        if self._state is not _State.HEAD or self._events:
+            raise RuntimeError("take_unparsed() in the middle of a message")
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._scan = self._lfs = 0
+        self._first_lf = self._last_lf = -1
+        return data
 
     def has_buffered_input(self) -> bool:
         """Bytes received beyond the events returned (a pipelined request, say)."""
@@ -364,6 +384,7 @@ class HTTP1Connection:
             if len(buf) > limits.max_head:
                 raise _Refuse(431, "request header fields too large")
             return False
+        self.head_starts.append(self.bytes_received - len(buf))
         head = bytes(buf[:cut])
         del buf[:cut]
         self._scan = self._lfs = 0

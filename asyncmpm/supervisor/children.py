@@ -36,6 +36,7 @@ class Child:
     index: int
     generation: int
     threads: int
+    thread_limit: int = 0  # ThreadLimit: the stride of this child's shared slot records
     pid: int = 0
     slots: list[SlotHandle] = field(default_factory=list)
     accepting: bool = False  # slots may be handed requests

@@ -26,11 +26,13 @@ import anyio
 import anyio.abc
 import structlog
 
+from asyncmpm._version import SERVER_HEADER
 from asyncmpm.config.model import Config, MPMLimits
 from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
 from asyncmpm.errors import ChildBootError
 from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.ipc.slot_records import RETURN, SlotRecords
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
 from asyncmpm.supervisor.children import (
@@ -52,7 +54,7 @@ from asyncmpm.supervisor.policy import (
 )
 from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "direct_settings"]
 
 _STOP = encode(FrameType.STOP)
 APEXIT_CHILDFATAL = 15
@@ -60,6 +62,35 @@ _QUIET_SIGNALS = {-signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, -signal.SIGU
 STOP_GRACE = 3.0  # seconds a child has to exit after STOP before it is killed
 _KILL_WAIT = 5.0  # seconds to wait for SIGKILLed children to be reaped
 _MCPC = "MaxConnectionsPerChild"
+
+
+def direct_settings(config: Config, limits: MPMLimits) -> dict[str, Any] | None:
+    """What a slot needs to serve handed-off HTTP/1.1 connections itself (None: handoff
+    off). Plain JSON: it travels to the zygote on its command line."""
+    if not config.handoff:
+        return None
+    rrt = config.request_read_timeout
+    return {
+        "limit_request_line": config.limit_request_line,
+        "limit_request_fields": config.limit_request_fields,
+        "limit_request_field_size": config.limit_request_field_size,
+        "limit_request_body": config.limit_request_body,
+        "keep_alive": config.keep_alive and config.keep_alive_timeout > 0,
+        "max_keep_alive_requests": config.max_keep_alive_requests,
+        "keep_alive_timeout": config.keep_alive_timeout,
+        "server_header": SERVER_HEADER,
+        "timeout": config.timeout,
+        "body_timeout": rrt.body_timeout,
+        "body_max": rrt.body_max,
+        "body_min_rate": rrt.body_min_rate,
+        "server_name": config.server_name or "",
+        "front_paths": [path for path in (config.status_path, config.metrics_path) if path],
+        "thread_limit": limits.thread_limit,
+        "record_slots": limits.process_limit * limits.thread_limit,
+        "access_log": config.access_log,
+        "access_log_json": config.log_format == "json",
+        "access_log_format": config.access_log_format,
+    }
 
 
 class Supervisor:
@@ -91,7 +122,10 @@ class Supervisor:
                 "log_level": config.log_level,
                 "proctitle": config.proctitle,
                 "boot_timeout": config.child_boot_timeout,
+                "direct": direct_settings(config, limits),
             }
+        # What each slot is doing, written by the slots themselves (see ipc.slot_records).
+        self.records = SlotRecords(limits.process_limit * limits.thread_limit)
         self.zygote = ZygoteClient(self.settings)
         self._old_zygotes: set[ZygoteClient] = set()
         self.restarts = 0
@@ -223,6 +257,7 @@ class Supervisor:
     async def spawn(self, index: int, replaces: int = 0) -> None:
         tpc = self.limits.threads_per_child
         child = Child(index=index, generation=self.generation, threads=tpc,
+                      thread_limit=self.limits.thread_limit,
                       spawned_at=time.monotonic(), replaces=replaces,
                       conn_limit=connection_limit(self.limits.max_connections_per_child,
                                                   random.random()))
@@ -230,8 +265,9 @@ class Supervisor:
         proc = self.scoreboard.processes[index]
         proc.generation = self.generation
         proc.quiescing = False
-        for ws in proc.threads:
+        for thread, ws in enumerate(proc.threads):
             ws.state = SlotState.STARTING
+            self.records.reset(index * self.limits.thread_limit + thread)
         ours: list[socket.socket] = []
         theirs: list[socket.socket] = []
         try:
@@ -243,7 +279,8 @@ class Supervisor:
                 fd = sock.fileno()
                 child.slots.append(SlotHandle(child, thread, await wrap_socket(sock), fd))
             child.zygote = self.zygote
-            await self.zygote.spawn(index, self.generation, [s.fileno() for s in theirs])
+            await self.zygote.spawn(index, self.generation,
+                                    [*(s.fileno() for s in theirs), self.records.fd])
             with anyio.fail_after(self.config.child_boot_timeout):
                 await child.forked.wait()  # like fork(): the pid is known when we return
             if not child.pid:
@@ -469,6 +506,8 @@ class Supervisor:
         for slot in self.dispatcher.discard_child(child):
             self._spawn_task(self._stop_slot, slot)
         for slot in child.slots:
+            # A slot serving a handed-off connection closes it after the current request.
+            self.records.request_wind_down(slot.record, RETURN)
             if slot.busy:
                 ws = self.scoreboard.processes[child.index].threads[slot.thread]
                 ws.state = SlotState.GRACEFUL
@@ -584,7 +623,8 @@ class Supervisor:
         self.settings.update(app=app_spec, chdir=config.chdir, preload=config.preload,
                              root_path=config.root_path, log_format=config.log_format,
                              log_level=config.log_level, proctitle=config.proctitle,
-                             boot_timeout=config.child_boot_timeout)
+                             boot_timeout=config.child_boot_timeout,
+                             direct=direct_settings(config, limits))
 
     async def graceful_restart(self, *, hard: bool = False) -> bool:
         """httpd's SIGUSR1, without losing a request: a new zygote re-imports the app, the new

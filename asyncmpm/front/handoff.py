@@ -1,0 +1,577 @@
+"""The callback-driven front for plaintext HTTP/1.1 on asyncio: hold, read, hand off.
+
+This is the event MPM's listener, with processes. Every plaintext connection sits in one
+private epoll set (``EPOLLONESHOT``: armed only while the front wants its bytes), registered
+with the event loop once. The front reads a request head under mod_reqtimeout's header
+deadlines, then hands the connection (socket and bytes read) to a free slot and forgets about
+it until the slot's HANDBACK arrives, on a callback from the slot's channel. No task, no cancel
+scope and no future is created per request or per connection: a cycle is a ``recv``, a head
+parse, a ``sendmsg`` with the descriptor, and an ``epoll_ctl`` to re-arm.
+
+What the front answers itself stays here (400/408/414/431 for bad heads, 503 when the queue is
+full or Timeout passes in it, 502/504 for a slot that died or hung before its response
+started). Anything else that needs a conversation (the status and metrics pages, HTTP/2 by
+prior knowledge or Upgrade) goes to the task-driven :class:`~asyncmpm.front.connection.
+Connection` with the bytes already read.
+
+Deadlines live in one heap with lazy deletion and one loop timer armed at the earliest.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import select
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from asyncmpm.dispatch.dispatcher import QueueFull
+from asyncmpm.dispatch.slot import SlotClosed
+from asyncmpm.ipc.frames import FrameType, encode
+from asyncmpm.ipc.handoff import Handback, Handoff
+from asyncmpm.ipc.slot_records import IDLE
+from asyncmpm.protocol.events import Reject, Request
+from asyncmpm.protocol.http1 import HTTP1Connection
+from asyncmpm.protocol.http2 import PREFACE
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from asyncmpm.dispatch.dispatcher import _Waiter
+    from asyncmpm.dispatch.slot import SlotHandle
+    from asyncmpm.front.context import FrontContext
+    from asyncmpm.supervisor.scoreboard import WorkerScore
+
+__all__ = ["HandoffFront"]
+
+_RECV = 65536  # never 128 KiB or more: CPython would malloc via mmap on every call
+_ARM = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
+_LINGER = 2.0  # httpd's SECONDS_TO_LINGER
+_LINGER_BYTES = 1024 * 1024
+
+
+class _State(enum.Enum):
+    HEAD = "reading a head"  # waiting for (the rest of) a request head
+    QUEUED = "waiting for a slot"
+    HANDED = "in a slot"
+    LINGER = "lingering close"
+    CLOSED = "closed"
+
+
+class _Conn:
+    """One plaintext connection held by the front (its :class:`Peer` for logs and status)."""
+
+    __slots__ = (
+        "baseline",
+        "epoch",
+        "family",
+        "fd",
+        "header_deadline",
+        "header_limit",
+        "header_start",
+        "local_addr",
+        "local_port",
+        "proto",
+        "protocol",
+        "raw",
+        "raw_base",
+        "received",
+        "remote_addr",
+        "remote_port",
+        "request",
+        "served",
+        "slot",
+        "sock",
+        "state",
+        "t0",
+        "waiter",
+        "ws",
+    )
+
+    def __init__(self, sock: socket.socket, remote: tuple[Any, ...], local: tuple[Any, ...],
+                 proto: HTTP1Connection) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = int(sock.family)
+        self.remote_addr = str(remote[0])
+        self.remote_port = str(remote[1])
+        self.local_addr = str(local[0])
+        self.local_port = str(local[1])
+        self.proto = proto
+        self.protocol = "http/1.1"
+        self.raw = bytearray()
+        self.raw_base = 0
+        self.state = _State.HEAD
+        self.epoch = 0  # bumped on every state change: stale heap entries are skipped
+        self.served = 0
+        self.received = 0
+        self.header_start = 0.0
+        self.header_deadline = 0.0
+        self.header_limit = 0.0
+        self.request: Request | None = None
+        self.slot: SlotHandle | None = None
+        self.waiter: _Waiter | None = None
+        self.ws: WorkerScore | None = None
+        self.t0 = 0.0
+        self.baseline = 0  # the slot record's request count when it got this connection
+
+
+class HandoffFront:
+    """Holds plaintext HTTP/1.1 connections between requests and hands them to slots."""
+
+    def __init__(
+        self,
+        ctx: FrontContext,
+        loop: asyncio.AbstractEventLoop,
+        to_task: Callable[[socket.socket, tuple[Any, ...], tuple[Any, ...], bytes], None],
+        on_empty: Callable[[], None],
+    ) -> None:
+        self.ctx = ctx
+        self.loop = loop
+        self.to_task = to_task  # hand a connection to the task-driven front, with bytes read
+        self.on_empty = on_empty  # stopping and the last connection is gone
+        self.conns: dict[int, _Conn] = {}
+        self.ep = select.epoll()
+        self._heap: list[tuple[float, int, int, _Conn]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._tasks: set[asyncio.Task[None]] = set()
+        loop.add_reader(self.ep.fileno(), self._on_ready)
+
+    # ------------------------------------------------------------------ lifecycle
+    def __len__(self) -> int:
+        return len(self.conns)
+
+    def add(self, sock: socket.socket, remote: tuple[Any, ...], local: tuple[Any, ...]) -> None:
+        """A new plaintext connection: its first head is read here."""
+        conn = _Conn(sock, remote, local, HTTP1Connection(self.ctx.http1_limits))
+        self.conns[conn.fd] = conn
+        self.ctx.metrics.connection_opened("http/1.1")
+        self._start_head(conn, first=True)
+        self.ep.register(conn.fd, _ARM)
+
+    def close(self) -> None:
+        """The server is done: every connection here is closed (in-flight ones were drained
+        or their time is up)."""
+        for conn in list(self.conns.values()):
+            slot = conn.slot
+            if conn.state is _State.HANDED and slot is not None and conn.ws is not None:
+                # Given up mid-request (GracefulShutdownTimeout): the slot is abandoned, and
+                # its child is stopped with the others.
+                slot.watch(None)
+                conn.slot = None
+                self.ctx.slot_handed_back(slot, conn.ws, None, conn.t0, reusable=False)
+            self._close(conn, cut=True)
+        self.loop.remove_reader(self.ep.fileno())
+        self.ep.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+
+    def stop_idle(self) -> None:
+        """Graceful stop: close connections waiting between requests (the slots close
+        theirs after the current request: the supervisor asked them to wind down)."""
+        for conn in list(self.conns.values()):
+            if conn.state is _State.HEAD and conn.proto.between_requests and not conn.raw:
+                self._close(conn)
+        self._maybe_empty()
+
+    def _maybe_empty(self) -> None:
+        if self.ctx.stopping and not self.conns:
+            self.on_empty()
+
+    # ------------------------------------------------------------------ reading heads
+    def _start_head(self, conn: _Conn, *, first: bool = False) -> None:
+        """Wait for a request head: KeepAliveTimeout after a response (until the first
+        byte), mod_reqtimeout's header stage once bytes come."""
+        conn.state = _State.HEAD
+        conn.epoch += 1
+        now = self.loop.time()
+        rrt = self.ctx.config.request_read_timeout
+        conn.header_start = now
+        conn.received = 0
+        if not first and conn.proto.between_requests and not conn.raw:
+            keepalive = self.ctx.config.keep_alive_timeout
+            conn.header_deadline = conn.header_limit = now + keepalive
+        else:
+            conn.header_deadline = now + rrt.header_timeout
+            conn.header_limit = now + (rrt.header_max or rrt.header_timeout)
+        self._schedule(min(conn.header_deadline, conn.header_limit), conn)
+
+    def _on_ready(self) -> None:
+        try:
+            ready = self.ep.poll(0, 256)
+        except OSError:
+            return
+        conns = self.conns
+        for fd, _events in ready:
+            conn = conns.get(fd)
+            if conn is None:
+                continue
+            try:
+                if conn.state is _State.LINGER:
+                    self._linger_read(conn)
+                elif conn.state is _State.HEAD:
+                    self._read_head(conn)
+            except Exception:
+                self.ctx.log.exception("error while serving a connection",
+                                       client=conn.remote_addr)
+                self._close(conn, cut=True)
+
+    def _read_head(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(_RECV, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            self._rearm(conn)
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        was_idle = conn.proto.between_requests and not conn.raw
+        if not conn.served and not conn.raw and self.ctx.config.http2 and (
+                PREFACE.startswith(data[: len(PREFACE)])):
+            self._to_task(conn, data)  # HTTP/2 with prior knowledge (or the start of it)
+            return
+        conn.raw += data
+        conn.received += len(data)
+        events = conn.proto.receive_data(data)
+        if was_idle and conn.served:
+            self._start_head(conn)  # the next request began: the header stage starts now
+        for event in events:
+            if isinstance(event, Reject):
+                self._answer(conn, event.status, event.reason, close=True)
+                return
+            if isinstance(event, Request):
+                self._got_request(conn, event)
+                return
+        rrt = self.ctx.config.request_read_timeout
+        if rrt.header_min_rate and not (conn.proto.between_requests and not conn.raw):
+            conn.header_deadline = (conn.header_start + rrt.header_timeout
+                                    + conn.received / rrt.header_min_rate)
+            self._schedule(min(conn.header_deadline, conn.header_limit), conn)
+        self._rearm(conn)
+
+    def _got_request(self, conn: _Conn, request: Request) -> None:
+        ctx = self.ctx
+        start = conn.proto.head_starts.popleft() if conn.proto.head_starts else conn.raw_base
+        del conn.raw[: start - conn.raw_base]
+        conn.raw_base = start
+        if self._needs_task(request):
+            self._to_task(conn, bytes(conn.raw))
+            return
+        conn.request = request
+        conn.t0 = time.time()
+        slot = ctx.dispatcher.try_acquire()
+        if slot is not None:
+            self._hand_off(conn, slot)
+            return
+        conn.state = _State.QUEUED
+        conn.epoch += 1
+        try:
+            conn.waiter = ctx.dispatcher.wait_for(lambda slot: self._slot_free(conn, slot))
+        except QueueFull:
+            self._busy(conn)
+            return
+        self._schedule(self.loop.time() + ctx.config.timeout, conn)
+
+    def _needs_task(self, request: Request) -> bool:
+        ctx = self.ctx
+        if (ctx.status_path is not None and request.path == ctx.status_path) or (
+                ctx.metrics_path is not None and request.path == ctx.metrics_path):
+            return True
+        if not ctx.config.http2:
+            return False
+        return any(name == b"upgrade" and b"h2c" in value.lower()
+                   for name, value in request.headers)
+
+    def _slot_free(self, conn: _Conn, slot: SlotHandle) -> None:
+        conn.waiter = None
+        if conn.state is not _State.QUEUED:
+            self.ctx.dispatcher.release(slot)  # gone meanwhile: pass the slot on
+            return
+        if conn.t0:
+            self.ctx.metrics.queue_wait.observe(time.time() - conn.t0)
+        self._hand_off(conn, slot)
+
+    def _busy(self, conn: _Conn) -> None:
+        request = conn.request
+        assert request is not None
+        self._answer(conn, 503, "The server is temporarily unable to service your request: "
+                     "every slot is busy.", extra=[(b"Retry-After", b"1")],
+                     close=request.has_body)
+        self.ctx.log_access(conn, request, 503, 0, conn.t0, None)
+
+    # ------------------------------------------------------------------ handing off
+    def _hand_off(self, conn: _Conn, slot: SlotHandle) -> None:
+        ctx = self.ctx
+        request = conn.request
+        assert request is not None
+        handoff = Handoff(
+            family=conn.family,
+            remote_addr=conn.remote_addr.encode(),
+            remote_port=conn.remote_port.encode(),
+            local_addr=conn.local_addr.encode(),
+            local_port=conn.local_port.encode(),
+            server_name=(ctx.config.server_name or conn.local_addr).encode(),
+            keepalives=conn.proto.keepalives,
+            request_id=ctx.next_request_id(),
+            stats=ctx.stats(),
+            data=bytes(conn.raw),
+        )
+        conn.state = _State.HANDED
+        conn.epoch += 1
+        conn.slot = slot
+        conn.ws = ctx.slot_started(slot, conn, request, conn.t0)
+        ctx.handoff_began(slot)
+        conn.baseline = ctx.supervisor.records.requests(slot.record)
+        if not slot.watch(lambda kind, payload: self._slot_frame(conn, slot, kind, payload)):
+            raise RuntimeError("the callback front needs asyncio slot channels")
+        frame = encode(FrameType.HANDOFF, handoff.encode())
+        try:
+            sent = slot.send_handoff(frame, conn.fd)
+        except SlotClosed:
+            self._slot_failed(conn, slot, 502)
+            return
+        if sent == 0:  # the channel is full (it never is when idle): wait in a task
+            self._spawn(slot.hand_off(handoff.encode(), conn.fd))
+        elif sent < len(frame):
+            self._spawn(slot.send(frame[sent:]))
+        self._schedule(self.loop.time() + ctx.config.timeout, conn)
+
+    def _slot_frame(self, conn: _Conn, slot: SlotHandle, kind: int, payload: bytes) -> None:
+        if conn.slot is not slot or conn.state is not _State.HANDED:
+            return
+        try:
+            if kind == FrameType.HANDBACK:
+                self._handed_back(conn, slot, Handback.decode(payload))
+            elif kind == 0:
+                self._slot_failed(conn, slot, 502)
+        except Exception:
+            self.ctx.log.exception("error while taking a connection back",
+                                   client=conn.remote_addr)
+            self._close(conn, cut=True)
+
+    def _handed_back(self, conn: _Conn, slot: SlotHandle, back: Handback) -> None:
+        ctx = self.ctx
+        slot.watch(None)
+        conn.slot = None
+        assert conn.ws is not None
+        ctx.slot_handed_back(slot, conn.ws, back, conn.t0, reusable=True)
+        conn.served += len(back.served)
+        if not back.keep or ctx.stopping:
+            self._linger(conn) if not back.keep else self._close(conn, cut=True)
+            return
+        conn.proto = HTTP1Connection(ctx.http1_limits, keepalives=back.keepalives)
+        conn.raw = bytearray()
+        conn.raw_base = 0
+        self._start_head(conn)
+        if back.leftover:
+            conn.raw += back.leftover
+            conn.received = len(back.leftover)
+            events = conn.proto.receive_data(back.leftover)
+            for event in events:
+                if isinstance(event, Reject):
+                    self._answer(conn, event.status, event.reason, close=True)
+                    return
+                if isinstance(event, Request):
+                    self._got_request(conn, event)
+                    return
+        self._rearm(conn)
+
+    def _slot_failed(self, conn: _Conn, slot: SlotHandle, status: int) -> None:
+        """The slot died (502) or hung (504) while it had the connection."""
+        ctx = self.ctx
+        records = ctx.supervisor.records
+        unanswered = records.unanswered(slot.record, conn.baseline)
+        records.idle(slot.record)
+        slot.watch(None)
+        conn.slot = None
+        assert conn.ws is not None
+        # First what went wrong (it decides the child's fate), then the slot is done.
+        if status == 502:
+            ctx.supervisor.slot_lost(slot)
+        else:
+            ctx.supervisor.slot_hung(slot)
+        ctx.slot_handed_back(slot, conn.ws, None, conn.t0, reusable=False)
+        request = conn.request
+        if unanswered:
+            reason = ("The child serving this request exited." if status == 502 else
+                      f"The application did not answer within Timeout "
+                      f"({ctx.config.timeout:g} s).")
+            self._answer(conn, status, reason, close=True)
+        else:
+            self._close(conn, cut=True)
+        if request is not None:
+            ctx.log_access(conn, request, status, 0, conn.t0, slot)
+
+    def _check_slot(self, conn: _Conn) -> None:
+        """A handed-off connection's periodic look: a request past Timeout is a hung slot."""
+        slot = conn.slot
+        if slot is None:
+            return
+        records = self.ctx.supervisor.records
+        timeout = self.ctx.config.timeout
+        if records.state(slot.record) == IDLE:
+            self._schedule(self.loop.time() + timeout, conn)
+            return
+        left = records.request_start(slot.record) + timeout - time.time()
+        if left > 0:
+            self._schedule(self.loop.time() + left, conn)
+            return
+        self._slot_failed(conn, slot, 504)
+
+    # ------------------------------------------------------------------ timers
+    def _schedule(self, when: float, conn: _Conn) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, conn.epoch, conn))
+        if when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        heap = self._heap
+        now = self.loop.time()
+        while heap and heap[0][0] <= now:
+            _, _, epoch, conn = heapq.heappop(heap)
+            if epoch != conn.epoch or conn.state is _State.CLOSED:
+                continue
+            try:
+                self._deadline(conn, now)
+            except Exception:
+                self.ctx.log.exception("error at a connection deadline",
+                                       client=conn.remote_addr)
+                self._close(conn, cut=True)
+        while heap and (heap[0][2] != heap[0][3].epoch or heap[0][3].state is _State.CLOSED):
+            heapq.heappop(heap)
+        if heap:
+            self._timer_at = heap[0][0]
+            self._timer = self.loop.call_at(self._timer_at, self._expire)
+
+    def _deadline(self, conn: _Conn, now: float) -> None:
+        state = conn.state
+        if state is _State.HEAD:
+            if min(conn.header_deadline, conn.header_limit) > now:
+                self._schedule(min(conn.header_deadline, conn.header_limit), conn)
+                return
+            if conn.proto.between_requests and not conn.raw:
+                self._close(conn)  # nothing of a request arrived: just close, as httpd does
+            else:
+                self._answer(conn, 408, "Server timeout waiting for the HTTP request from the "
+                             "client.", close=True)
+        elif state is _State.QUEUED:
+            if conn.waiter is not None:
+                self.ctx.dispatcher.abandon(conn.waiter)
+                conn.waiter = None
+            self._busy(conn)
+        elif state is _State.HANDED:
+            self._check_slot(conn)
+        elif state is _State.LINGER:
+            self._close(conn)
+
+    # ------------------------------------------------------------------ answers and closing
+    def _answer(self, conn: _Conn, status: int, reason: str, *,
+                extra: list[tuple[bytes, bytes]] | None = None, close: bool) -> None:
+        """A small error page the front writes itself (the socket is idle: it fits)."""
+        data = conn.proto.error_response(status, reason, extra=extra, close=close)
+        try:
+            sent = conn.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except OSError:
+            sent = -1
+        if not close and sent == len(data) and conn.proto.keep_alive:
+            self._start_head(conn)
+            self._rearm(conn)
+            return
+        if sent < 0:
+            self._close(conn)
+            return
+        self._shutdown_write(conn)
+        self._linger(conn)
+
+    def _shutdown_write(self, conn: _Conn) -> None:
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _linger(self, conn: _Conn) -> None:
+        """httpd's lingering close: our side is shut; read what the client still sends (at
+        most 2 s) so closing does not reset the connection before it read the response."""
+        conn.state = _State.LINGER
+        conn.epoch += 1
+        conn.received = 0
+        self._schedule(self.loop.time() + _LINGER, conn)
+        self._linger_read(conn)
+
+    def _linger_read(self, conn: _Conn) -> None:
+        while True:
+            try:
+                data = conn.sock.recv(_RECV, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                self._rearm(conn)
+                return
+            except OSError:
+                data = b""
+            conn.received += len(data)
+            if not data or conn.received > _LINGER_BYTES:
+                self._close(conn)
+                return
+
+    def _rearm(self, conn: _Conn) -> None:
+        try:
+            self.ep.modify(conn.fd, _ARM)
+        except OSError:
+            self._close(conn)
+
+    def _to_task(self, conn: _Conn, data: bytes) -> None:
+        """This connection needs the task-driven front (status page, HTTP/2): pass it on."""
+        self._forget(conn)
+        self.to_task(conn.sock, (conn.remote_addr, int(conn.remote_port)),
+                     (conn.local_addr, int(conn.local_port)), data)
+
+    def _forget(self, conn: _Conn) -> None:
+        conn.state = _State.CLOSED
+        conn.epoch += 1
+        if self.conns.pop(conn.fd, None) is not None:
+            self.ctx.metrics.connection_closed(conn.protocol)
+            try:
+                self.ep.unregister(conn.fd)
+            except OSError:
+                pass
+
+    def _close(self, conn: _Conn, *, cut: bool = False) -> None:
+        """Close our copy; ``cut`` also shuts the connection down for a slot that may still
+        hold it (hung, or killed mid-request)."""
+        if conn.state is _State.CLOSED:
+            return
+        if conn.waiter is not None:
+            self.ctx.dispatcher.abandon(conn.waiter)
+            conn.waiter = None
+        self._forget(conn)
+        if cut:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        conn.sock.close()
+        self._maybe_empty()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A rare write that must wait: its failure shows up as the slot's EOF."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.ctx.log.warning("handoff write failed", error=repr(task.exception()))
