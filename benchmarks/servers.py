@@ -58,6 +58,7 @@ class ServerSpec:
     hello_only: bool = False  # a ceiling (uvicorn's raw ASGI hello), not a WSGI peer
     status_path: str | None = None
     workloads: tuple[str, ...] = ()  # the throughput workloads it takes part in; () = all
+    relay: bool = False  # asyncmpm with --no-handoff: the front relays every byte (the old path)
 
     def tls_reason(self) -> str | None:
         """Why this server does not run the TLS workload here, or None."""
@@ -94,8 +95,12 @@ class ServerSpec:
         return None
 
 
-def _asyncmpm(mpm: str, loop: str) -> ServerSpec:
+def _asyncmpm(mpm: str, loop: str, *, relay: bool = False) -> ServerSpec:
     cap = "MaxRequestWorkers 150 processes" if mpm == "prefork" else "6 children x 25 threads"
+    if relay:
+        return ServerSpec(f"asyncmpm-{mpm}-{loop}-relay", "asyncmpm", mpm, loop,
+                          f"{cap}, --no-handoff", status_path="/server-status",
+                          workloads=("hello-ka", "hello-close", "stream", "upload"), relay=True)
     return ServerSpec(f"asyncmpm-{mpm}-{loop}", "asyncmpm", mpm, loop, cap,
                       status_path="/server-status")
 
@@ -103,6 +108,8 @@ def _asyncmpm(mpm: str, loop: str) -> ServerSpec:
 SERVERS: tuple[ServerSpec, ...] = (
     *(_asyncmpm(mpm, loop) for mpm in ("prefork", "worker")
       for loop in ("uvloop", "asyncio", "trio")),
+    # The request path before the handoff (every byte relayed by the front), for before/after.
+    *(_asyncmpm(mpm, "uvloop", relay=True) for mpm in ("prefork", "worker")),
     ServerSpec("apache-prefork", "apache", "prefork", capacity="MaxRequestWorkers 150 processes",
                status_path="/server-status"),
     ServerSpec("apache-worker", "apache", "worker", capacity="6 children x 25 threads",
@@ -143,6 +150,7 @@ def asyncmpm_command(spec: ServerSpec, port: int,
     listen = (["--listen", f"https://127.0.0.1:{port}", "--certfile", str(tls.cert),
                "--keyfile", str(tls.key)] if tls else ["--listen", f"127.0.0.1:{port}"])
     command = [sys.executable, "-m", "asyncmpm", "--mpm", spec.mpm, *loop,
+               *(["--no-handoff"] if spec.relay else []),
                *listen, "--status-path", "/server-status",
                "--log-level", "warn", "--request-read-timeout", REQTIMEOUT]
     directives = {**COMMON_HTTPD, **MPM_DIRECTIVES[spec.mpm]}
