@@ -29,7 +29,7 @@ from asyncmpm.ipc.frames import (
     FrameType,
     encode,
 )
-from asyncmpm.ipc.handoff import Handback, Handoff
+from asyncmpm.ipc.handoff import Handback
 from asyncmpm.ipc.messages import ResponseHead, decode_cpu_times
 from asyncmpm.ipc.slot_records import IDLE
 from asyncmpm.protocol.events import (
@@ -325,18 +325,7 @@ class Connection:
         del raw[: start - self.raw_base]
         self.raw_base = start
         data = bytes(raw) + self.stream.suspend()
-        handoff = Handoff(
-            family=family,
-            remote_addr=self.remote_addr.encode(),
-            remote_port=self.remote_port.encode(),
-            local_addr=self.local_addr.encode(),
-            local_port=self.local_port.encode(),
-            server_name=(ctx.config.server_name or self.local_addr).encode(),
-            keepalives=self.proto.keepalives,
-            request_id=ctx.next_request_id(),
-            stats=ctx.stats(),
-            data=data,
-        )
+        handoff = ctx.handoff(self, family, self.proto.keepalives, data)
         ws = ctx.slot_started(slot, self, request, t0)
         ctx.handoff_began(slot)
         records = ctx.supervisor.records

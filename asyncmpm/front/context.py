@@ -15,7 +15,7 @@ from asyncmpm._version import SERVER_HEADER, VERSION
 from asyncmpm.config.model import Config, MPMLimits
 from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.dispatch.slot import SlotHandle
-from asyncmpm.ipc.handoff import Handback
+from asyncmpm.ipc.handoff import Handback, Handoff
 from asyncmpm.logs import AccessEntry, AccessLog
 from asyncmpm.protocol.events import Request
 from asyncmpm.protocol.http1 import HTTP1Limits
@@ -102,6 +102,21 @@ class FrontContext:
     def next_request_id(self) -> bytes:
         self._request_id += 1
         return b"%d-%d" % (self._pid, self._request_id)
+
+    def handoff(self, peer: Peer, family: int, keepalives: int, data: bytes) -> Handoff:
+        """What goes with a connection handed to a slot (the same from both fronts)."""
+        return Handoff(
+            family=family,
+            remote_addr=peer.remote_addr.encode(),
+            remote_port=peer.remote_port.encode(),
+            local_addr=peer.local_addr.encode(),
+            local_port=peer.local_port.encode(),
+            server_name=(self.config.server_name or peer.local_addr).encode(),
+            keepalives=keepalives,
+            request_id=self.next_request_id(),
+            stats=self.stats(),
+            data=data,
+        )
 
     def stats(self) -> bytes:
         return b"%d,%d,%d" % (self.busy, self.dispatcher.idle, len(self.supervisor.children))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from asyncmpm.dispatch.dispatcher import QueueFull
 from asyncmpm.dispatch.slot import SlotClosed
 from asyncmpm.ipc.frames import FrameType, encode
-from asyncmpm.ipc.handoff import Handback, Handoff
+from asyncmpm.ipc.handoff import Handback
 from asyncmpm.ipc.slot_records import IDLE
 from asyncmpm.protocol.events import Reject, Request
 from asyncmpm.protocol.http1 import HTTP1Connection
@@ -222,14 +222,21 @@ class HandoffFront:
                                        client=conn.remote_addr)
                 self._close(conn, cut=True)
 
-    def _read_head(self, conn: _Conn) -> None:
+    def _recv(self, conn: _Conn) -> bytes | None:
+        """What the client sent (b"" at its end or on an error), or None after re-arming
+        the descriptor when nothing is there yet."""
         try:
-            data = conn.sock.recv(_RECV, socket.MSG_DONTWAIT)
+            return conn.sock.recv(_RECV, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             self._rearm(conn)
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+
+    def _read_head(self, conn: _Conn) -> None:
+        data = self._recv(conn)
+        if data is None:
+            return
         if not data:
             self._close(conn)
             return
@@ -312,18 +319,7 @@ class HandoffFront:
         ctx = self.ctx
         request = conn.request
         assert request is not None
-        handoff = Handoff(
-            family=conn.family,
-            remote_addr=conn.remote_addr.encode(),
-            remote_port=conn.remote_port.encode(),
-            local_addr=conn.local_addr.encode(),
-            local_port=conn.local_port.encode(),
-            server_name=(ctx.config.server_name or conn.local_addr).encode(),
-            keepalives=conn.proto.keepalives,
-            request_id=ctx.next_request_id(),
-            stats=ctx.stats(),
-            data=bytes(conn.raw),
-        )
+        handoff = ctx.handoff(conn, conn.family, conn.proto.keepalives, bytes(conn.raw))
         conn.state = _State.HANDED
         conn.epoch += 1
         conn.slot = slot
@@ -514,13 +510,9 @@ class HandoffFront:
 
     def _linger_read(self, conn: _Conn) -> None:
         while True:
-            try:
-                data = conn.sock.recv(_RECV, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                self._rearm(conn)
+            data = self._recv(conn)
+            if data is None:
                 return
-            except OSError:
-                data = b""
             conn.received += len(data)
             if not data or conn.received > _LINGER_BYTES:
                 self._close(conn)
