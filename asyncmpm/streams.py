@@ -261,6 +261,10 @@ class AsyncioStream(asyncio.Protocol):
         self._buffered = 0
         return data
 
+    @property
+    def at_eof(self) -> bool:
+        return self._eof
+
     def take_buffered(self) -> bytes:
         """What was read but not yet received (handed to a new ``on_data``)."""
         data = b"".join(self._buffer)

@@ -67,16 +67,8 @@ class DirectSettings:
     def from_settings(cls, settings: dict[str, Any]) -> DirectSettings:
         d = settings["direct"]
         return cls(
-            limits=HTTP1Limits(
-                request_line=d["limit_request_line"],
-                fields=d["limit_request_fields"],
-                field_size=d["limit_request_field_size"],
-                body=d["limit_request_body"],
-                keep_alive=d["keep_alive"],
-                max_keep_alive_requests=d["max_keep_alive_requests"],
-                keep_alive_timeout=d["keep_alive_timeout"],
-                server_header=d["server_header"].encode(),
-            ),
+            limits=HTTP1Limits(**{**d["http1"],
+                                  "server_header": d["http1"]["server_header"].encode()}),
             timeout=d["timeout"],
             body_timeout=d["body_timeout"],
             body_max=d["body_max"],

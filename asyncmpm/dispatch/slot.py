@@ -180,7 +180,7 @@ class SlotHandle:
         pending = stream.take_buffered()
         if pending:
             on_data(pending)
-        elif self.closed or stream._eof:
+        elif self.closed or stream.at_eof:
             callback(0, b"")
         return True
 

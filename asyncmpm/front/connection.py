@@ -31,7 +31,6 @@ from asyncmpm.ipc.frames import (
 )
 from asyncmpm.ipc.handoff import Handback
 from asyncmpm.ipc.messages import ResponseHead, decode_cpu_times
-from asyncmpm.ipc.slot_records import IDLE
 from asyncmpm.protocol.events import (
     Body,
     ConnectionClosed,
@@ -381,13 +380,10 @@ class Connection:
         records = ctx.supervisor.records
         timeout = ctx.config.timeout
         while True:
-            if records.state(slot.record) == IDLE:
-                wait = timeout
-            else:
-                wait = records.request_start(slot.record) + timeout - time.time()
-                if wait <= 0:
-                    ctx.supervisor.slot_hung(slot)
-                    return None
+            wait = records.time_left(slot.record, timeout, time.time())
+            if wait <= 0:
+                ctx.supervisor.slot_hung(slot)
+                return None
             with anyio.move_on_after(wait):
                 kind, payload = await slot.recv()
                 if kind == FrameType.HANDBACK:

@@ -18,14 +18,13 @@ from asyncmpm.dispatch.slot import SlotHandle
 from asyncmpm.ipc.handoff import Handback, Handoff
 from asyncmpm.logs import AccessEntry, AccessLog
 from asyncmpm.protocol.events import Request
-from asyncmpm.protocol.http1 import HTTP1Limits
 from asyncmpm.protocol.http2 import HTTP2Limits
 from asyncmpm.status.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from asyncmpm.status.metrics import RequestMetrics
 from asyncmpm.status.metrics import render as render_metrics
 from asyncmpm.status.mod_status import ServerInfo, parse_query, render_auto, render_html
 from asyncmpm.supervisor.scoreboard import Scoreboard, SlotState, WorkerScore
-from asyncmpm.supervisor.supervisor import Supervisor
+from asyncmpm.supervisor.supervisor import Supervisor, http1_limits
 
 if TYPE_CHECKING:
     from asyncmpm.front.request_head import Peer
@@ -67,16 +66,7 @@ class FrontContext:
         """Take a (re-read) configuration; connections pick it up with their next request."""
         self.config = config
         self.limits = limits
-        self.http1_limits = HTTP1Limits(
-            request_line=config.limit_request_line,
-            fields=config.limit_request_fields,
-            field_size=config.limit_request_field_size,
-            body=config.limit_request_body,
-            keep_alive=config.keep_alive and config.keep_alive_timeout > 0,
-            max_keep_alive_requests=config.max_keep_alive_requests,
-            keep_alive_timeout=config.keep_alive_timeout,
-            server_header=_SERVER_HEADER,
-        )
+        self.http1_limits = http1_limits(config)
         self.http2_limits = HTTP2Limits(
             max_concurrent_streams=config.h2_max_session_streams,
             initial_window_size=config.h2_window_size,

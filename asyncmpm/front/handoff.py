@@ -31,8 +31,7 @@ from asyncmpm.dispatch.dispatcher import QueueFull
 from asyncmpm.dispatch.slot import SlotClosed
 from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.ipc.handoff import Handback
-from asyncmpm.ipc.slot_records import IDLE
-from asyncmpm.protocol.events import Reject, Request
+from asyncmpm.protocol.events import Event, Reject, Request
 from asyncmpm.protocol.http1 import HTTP1Connection
 from asyncmpm.protocol.http2 import PREFACE
 
@@ -250,19 +249,25 @@ class HandoffFront:
         events = conn.proto.receive_data(data)
         if was_idle and conn.served:
             self._start_head(conn)  # the next request began: the header stage starts now
-        for event in events:
-            if isinstance(event, Reject):
-                self._answer(conn, event.status, event.reason, close=True)
-                return
-            if isinstance(event, Request):
-                self._got_request(conn, event)
-                return
+        if self._take_head(conn, events):
+            return
         rrt = self.ctx.config.request_read_timeout
         if rrt.header_min_rate and not (conn.proto.between_requests and not conn.raw):
             conn.header_deadline = (conn.header_start + rrt.header_timeout
                                     + conn.received / rrt.header_min_rate)
             self._schedule(min(conn.header_deadline, conn.header_limit), conn)
         self._rearm(conn)
+
+    def _take_head(self, conn: _Conn, events: list[Event]) -> bool:
+        """Act on a complete head (or a refused one); False while it is incomplete."""
+        for event in events:
+            if isinstance(event, Reject):
+                self._answer(conn, event.status, event.reason, close=True)
+                return True
+            if isinstance(event, Request):
+                self._got_request(conn, event)
+                return True
+        return False
 
     def _got_request(self, conn: _Conn, request: Request) -> None:
         ctx = self.ctx
@@ -370,14 +375,8 @@ class HandoffFront:
         if back.leftover:
             conn.raw += back.leftover
             conn.received = len(back.leftover)
-            events = conn.proto.receive_data(back.leftover)
-            for event in events:
-                if isinstance(event, Reject):
-                    self._answer(conn, event.status, event.reason, close=True)
-                    return
-                if isinstance(event, Request):
-                    self._got_request(conn, event)
-                    return
+            if self._take_head(conn, conn.proto.receive_data(back.leftover)):
+                return
         self._rearm(conn)
 
     def _slot_failed(self, conn: _Conn, slot: SlotHandle, status: int) -> None:
@@ -411,12 +410,8 @@ class HandoffFront:
         slot = conn.slot
         if slot is None:
             return
-        records = self.ctx.supervisor.records
-        timeout = self.ctx.config.timeout
-        if records.state(slot.record) == IDLE:
-            self._schedule(self.loop.time() + timeout, conn)
-            return
-        left = records.request_start(slot.record) + timeout - time.time()
+        left = self.ctx.supervisor.records.time_left(slot.record, self.ctx.config.timeout,
+                                                     time.time())
         if left > 0:
             self._schedule(self.loop.time() + left, conn)
             return

@@ -112,6 +112,13 @@ class SlotRecords:
         for index in range(self.slots):
             self.request_wind_down(index, CLOSE)
 
+    def time_left(self, index: int, timeout: float, now: float) -> float:
+        """Seconds until the slot's current request passes ``timeout`` (``timeout`` itself
+        when it is between requests); zero or less: it is hung."""
+        if self.state(index) == IDLE:
+            return timeout
+        return self.request_start(index) + timeout - now
+
     def unanswered(self, index: int, baseline: int) -> bool:
         """Whether a request is owed an answer by a slot that failed: one is running with
         nothing of its response written, or the slot never got to the first request it was

@@ -14,6 +14,7 @@ Generations are carried from the start (generation 0), so graceful restarts can 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -33,6 +34,7 @@ from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
 from asyncmpm.errors import ChildBootError
 from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.ipc.slot_records import RETURN, SlotRecords
+from asyncmpm.protocol.http1 import HTTP1Limits
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
 from asyncmpm.supervisor.children import (
@@ -64,21 +66,30 @@ _KILL_WAIT = 5.0  # seconds to wait for SIGKILLed children to be reaped
 _MCPC = "MaxConnectionsPerChild"
 
 
+def http1_limits(config: Config) -> HTTP1Limits:
+    """The HTTP/1.1 limits of a configuration: one object for the front and the slots."""
+    return HTTP1Limits(
+        request_line=config.limit_request_line,
+        fields=config.limit_request_fields,
+        field_size=config.limit_request_field_size,
+        body=config.limit_request_body,
+        keep_alive=config.keep_alive and config.keep_alive_timeout > 0,
+        max_keep_alive_requests=config.max_keep_alive_requests,
+        keep_alive_timeout=config.keep_alive_timeout,
+        server_header=SERVER_HEADER.encode(),
+    )
+
+
 def direct_settings(config: Config, limits: MPMLimits) -> dict[str, Any] | None:
     """What a slot needs to serve handed-off HTTP/1.1 connections itself (None: handoff
     off). Plain JSON: it travels to the zygote on its command line."""
     if not config.handoff:
         return None
     rrt = config.request_read_timeout
+    http1 = dataclasses.asdict(http1_limits(config))
+    http1["server_header"] = SERVER_HEADER  # JSON has no bytes
     return {
-        "limit_request_line": config.limit_request_line,
-        "limit_request_fields": config.limit_request_fields,
-        "limit_request_field_size": config.limit_request_field_size,
-        "limit_request_body": config.limit_request_body,
-        "keep_alive": config.keep_alive and config.keep_alive_timeout > 0,
-        "max_keep_alive_requests": config.max_keep_alive_requests,
-        "keep_alive_timeout": config.keep_alive_timeout,
-        "server_header": SERVER_HEADER,
+        "http1": http1,
         "timeout": config.timeout,
         "body_timeout": rrt.body_timeout,
         "body_max": rrt.body_max,
