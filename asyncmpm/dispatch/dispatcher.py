@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from asyncmpm.dispatch.slot import SlotHandle
+from asyncmpm.dispatch.slot_state import SlotEvent, SlotPhase
 
 __all__ = ["Dispatcher", "QueueFull", "QueueTimeout"]
 
@@ -59,7 +60,7 @@ class Dispatcher:
         while self._idle and not self._queued:
             idle = self._idle.pop()
             if idle.peer_alive():
-                idle.busy = True
+                idle.fire(SlotEvent.ACQUIRE)
                 return idle
         return None
 
@@ -82,7 +83,7 @@ class Dispatcher:
         while self._idle and not self._queued:
             idle = self._idle.pop()
             if idle.peer_alive():
-                idle.busy = True
+                idle.fire(SlotEvent.ACQUIRE)
                 return idle
         if self._queued >= self.max_queued:
             raise QueueFull
@@ -108,8 +109,14 @@ class Dispatcher:
         return slot
 
     def release(self, slot: SlotHandle) -> None:
-        """Make a slot available: to the longest-waiting request, else to the idle stack."""
-        slot.busy = False
+        """A request lets go of its slot, unused or with its work done: it is offered again
+        (unless it was lost meanwhile, or its child takes no more work)."""
+        if slot.fire(SlotEvent.DONE) is SlotPhase.IDLE:
+            self.offer(slot)
+
+    def offer(self, slot: SlotHandle) -> None:
+        """Make an IDLE slot available: to the longest-waiting request, else to the idle
+        stack."""
         if not slot.child.accepting or not slot.peer_alive():
             return
         waiters = self._waiters
@@ -118,7 +125,7 @@ class Dispatcher:
             if waiter.gone:
                 continue
             waiter.slot = slot
-            slot.busy = True
+            slot.fire(SlotEvent.ACQUIRE)
             self._queued -= 1
             if waiter.callback is not None:
                 waiter.callback(slot)
