@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from asyncmpm.errors import AsyncMPMError
 
-__all__ = ["IllegalTransition", "advance"]
+__all__ = ["IllegalTransition", "advance", "render_table"]
 
 S = TypeVar("S", bound=Enum)
 E = TypeVar("E", bound=Enum)
@@ -38,3 +38,14 @@ def advance(lifecycle: str, table: Mapping[S, Mapping[E, S]], state: S, event: E
         return table[state][event]
     except KeyError:
         raise IllegalTransition(lifecycle, state, event) from None
+
+
+def render_table(table: Mapping[S, Mapping[E, S]], events: type[E]) -> str:
+    """The table as Markdown, one row per state and one column per event ("·": refused);
+    docs/design/lifecycles.md carries this text, and a test keeps the two the same."""
+    names = [event.name for event in events]
+    lines = ["| state | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for state, row in table.items():
+        cells = [row[event].name if event in row else "·" for event in events]
+        lines.append(f"| **{state.name}** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

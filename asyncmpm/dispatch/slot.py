@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from asyncmpm.dispatch.slot_state import HELD, UNUSABLE, SlotEvent, SlotPhase, slot_transition
+from asyncmpm.dispatch.slot_state import (
+    HELD,
+    SLOT_TRANSITIONS,
+    UNUSABLE,
+    SlotEvent,
+    SlotPhase,
+)
 from asyncmpm.ipc.frames import FrameDecoder, FrameType, encode
 from asyncmpm.lifecycle import IllegalTransition
 from asyncmpm.streams import AsyncioStream, ByteStream
@@ -84,14 +90,20 @@ class SlotHandle:
         phase. An illegal one is our bug: it is logged, and the slot is given up as BROKEN
         (never handed out again, its child replaced); the caller carries on."""
         try:
-            self.phase = slot_transition(self.phase, event)
-        except IllegalTransition as exc:
-            _log.error("internal error: illegal slot transition; giving up the slot",
-                       slot=self.child.index, thread=self.thread, pid=self.child.pid,
-                       phase=exc.state.name, slot_event=exc.event.name)
-            self.phase = SlotPhase.BROKEN
-            if self.on_illegal is not None:
-                self.on_illegal(self)
+            new = SLOT_TRANSITIONS[self.phase][event]  # slot_transition, inlined: per request
+        except KeyError:
+            return self._refuse(event)
+        self.phase = new
+        return new
+
+    def _refuse(self, event: SlotEvent) -> SlotPhase:
+        refused = IllegalTransition("slot", self.phase, event)
+        _log.error(f"internal error: {refused}; giving up the slot",
+                   slot=self.child.index, thread=self.thread, pid=self.child.pid,
+                   phase=self.phase.name, slot_event=event.name)
+        self.phase = SlotPhase.BROKEN
+        if self.on_illegal is not None:
+            self.on_illegal(self)
         return self.phase
 
     @property
@@ -112,7 +124,7 @@ class SlotHandle:
     def peer_alive(self) -> bool:
         """Cheap check that the child end is still open (a dead child hangs up at once, before
         the zygote reports its exit), so a request is never sent to a corpse."""
-        if self.closed:
+        if self.phase in UNUSABLE:
             return False
         poller = select.poll()
         poller.register(self._fd, _HANGUP)

@@ -34,6 +34,8 @@ __all__ = ["HELD", "SLOT_TRANSITIONS", "UNUSABLE", "SlotEvent", "SlotPhase", "sl
 
 
 class SlotPhase(Enum):
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     BOOTING = "booting"  # channel open, READY not received yet
     IDLE = "idle"  # ready; held by no request (in the idle stack if its child takes work)
     BUSY = "busy"  # held by one request
@@ -44,6 +46,8 @@ class SlotPhase(Enum):
 
 
 class SlotEvent(Enum):
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     READY = "ready"  # the child said READY
     ACQUIRE = "acquire"  # the dispatcher hands it to a request
     DONE = "done"  # the request is over; the slot may serve again

@@ -36,6 +36,8 @@ __all__ = ["CHILD_TRANSITIONS", "ZYGOTE_TRANSITIONS", "ChildEvent", "ChildPhase"
 
 
 class ChildPhase(Enum):
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     STARTING = "starting"  # the zygote was asked to fork it; no pid yet
     BOOTING = "booting"  # forked; no slot has said READY yet
     SERVING = "serving"  # its ready slots take requests
@@ -47,6 +49,8 @@ class ChildPhase(Enum):
 
 
 class ChildEvent(Enum):
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     FORKED = "forked"  # the zygote reported its pid
     READY = "ready"  # one of its slots said READY
     LOSE = "lose"  # one of its slots hung up mid-request
@@ -84,6 +88,8 @@ def child_transition(phase: ChildPhase, event: ChildEvent) -> ChildPhase:
 
 
 class ZygotePhase(Enum):
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     RUNNING = "running"  # started (or starting): it forks children
     CLOSING = "closing"  # asked to exit: its hang-up will be no surprise
     GONE = "gone"  # its control socket hung up unasked: it cannot fork any more
@@ -91,6 +97,8 @@ class ZygotePhase(Enum):
 
 
 class ZygoteEvent(Enum):
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C
+
     CLOSE = "close"  # asked to stop its children and exit
     HANGUP = "hangup"  # its control socket hung up (or was closed here)
 

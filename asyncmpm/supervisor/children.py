@@ -40,6 +40,7 @@ __all__ = ["Child", "ZygoteClient", "claim_subreaper", "describe_exit", "reap_or
 # The zygote is a fresh interpreter: it must find this package even when it is not installed.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _log = structlog.get_logger("asyncmpm.supervisor")
+_SERVING = ChildPhase.SERVING  # read per request: a global costs less than an enum member
 
 
 @dataclass(eq=False)
@@ -89,7 +90,7 @@ class Child:
     @property
     def accepting(self) -> bool:
         """Its slots may be handed requests."""
-        return self.phase is ChildPhase.SERVING
+        return self.phase is _SERVING
 
     @property
     def retiring(self) -> bool:

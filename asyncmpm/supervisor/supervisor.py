@@ -38,7 +38,12 @@ from asyncmpm.ipc.slot_records import RETURN, SlotRecords
 from asyncmpm.protocol.http1 import HTTP1Limits
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
-from asyncmpm.supervisor.child_state import ChildEvent, ChildPhase
+from asyncmpm.supervisor.child_state import (
+    DOOMED_PHASES,
+    RETIRING_PHASES,
+    ChildEvent,
+    ChildPhase,
+)
 from asyncmpm.supervisor.children import (
     Child,
     ZygoteClient,
@@ -66,6 +71,8 @@ _QUIET_SIGNALS = {-signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, -signal.SIGU
 STOP_GRACE = 3.0  # seconds a child has to exit after STOP before it is killed
 _KILL_WAIT = 5.0  # seconds to wait for SIGKILLed children to be reaped
 _MCPC = "MaxConnectionsPerChild"
+# Per request (slot_done): an enum member read costs a descriptor call on Python 3.11.
+_DONE, _DISCARD, _IDLE = SlotEvent.DONE, SlotEvent.DISCARD, SlotPhase.IDLE
 
 
 def http1_limits(config: Config) -> HTTP1Limits:
@@ -557,27 +564,28 @@ class Supervisor:
         child.busy -= 1
         child.served += 1
         if not reusable:
-            slot.fire(SlotEvent.DISCARD)
+            slot.fire(_DISCARD)
             child.abandoned = True
         limit = child.conn_limit
         if limit > 0 and child.served >= limit and not child.retiring:
             self.retire(child, _MCPC)
         elif limit < 0 and self.limits.threads_per_child > 1 and not child.retiring:
             self.retire(child, _MCPC)  # httpd: worker retires at once
-        if reusable:
-            slot.fire(SlotEvent.DONE)  # after retire(), which marks the slots still held
-        if child.doomed:
+        # After retire(), which marks the slots still held.
+        after = slot.fire(_DONE) if reusable else slot.phase
+        phase = child.phase
+        if phase in DOOMED_PHASES:
             if child.busy <= 0:
                 self._spawn_task(self.kill, child, signal.SIGKILL)
             return
-        if child.retiring:
+        if phase in RETIRING_PHASES:
             if not slot.closed:
                 self._spawn_task(self._stop_slot, slot)
             return
         if reusable:
             ws = self.scoreboard.processes[child.index].threads[slot.thread]
             ws.state = SlotState.READY
-            if slot.phase is SlotPhase.IDLE:
+            if after is _IDLE:
                 self.dispatcher.offer(slot)
 
     def slot_lost(self, slot: SlotHandle) -> None:

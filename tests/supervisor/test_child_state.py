@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +16,8 @@ from structlog.testing import capture_logs
 from asyncmpm.config.model import Config
 from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.dispatch.slot import SlotHandle
-from asyncmpm.dispatch.slot_state import SlotEvent, SlotPhase
-from asyncmpm.lifecycle import IllegalTransition
+from asyncmpm.dispatch.slot_state import SLOT_TRANSITIONS, SlotEvent, SlotPhase
+from asyncmpm.lifecycle import IllegalTransition, render_table
 from asyncmpm.supervisor.child_state import (
     CHILD_TRANSITIONS,
     DOOMED_PHASES,
@@ -172,3 +173,10 @@ def test_a_slot_done_twice_replaces_its_child(pair: tuple[socket.socket, socket.
     assert scoreboard.processes[0].quiescing
     assert dispatcher.idle == 0  # out of rotation, never handed to a request
     assert any("illegal slot transition" in e["event"] for e in logs)
+
+
+def test_the_design_doc_shows_the_tables_the_code_applies() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs/design/lifecycles.md").read_text()
+    for table, events in [(SLOT_TRANSITIONS, SlotEvent), (CHILD_TRANSITIONS, ChildEvent),
+                          (ZYGOTE_TRANSITIONS, ZygoteEvent)]:
+        assert render_table(table, events) in doc  # type: ignore[arg-type]
