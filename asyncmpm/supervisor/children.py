@@ -78,7 +78,7 @@ class Child:
         try:
             self.phase = child_transition(self.phase, event)
         except IllegalTransition as exc:
-            _log.error("internal error: illegal child transition; killing the child",
+            _log.error(f"internal error: {exc}; killing the child",
                        slot=self.index, pid=self.pid, gen=self.generation,
                        phase=exc.state.name, child_event=exc.event.name)
             if self.phase is not ChildPhase.EXITED:

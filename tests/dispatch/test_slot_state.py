@@ -146,7 +146,7 @@ def test_double_release_gives_the_slot_up(pair: tuple[socket.socket, socket.sock
     assert slot.broken
     assert lost == [slot]  # the owner replaces its child
     [entry] = [e for e in logs if e["log_level"] == "error"]
-    assert "illegal slot transition" in entry["event"]
+    assert "internal error: slot: can't handle event DONE in state IDLE" in entry["event"]
     assert (entry["phase"], entry["slot_event"]) == ("IDLE", "DONE")
     # It was in the idle stack when it broke: it is skipped, never handed to a request.
     assert dispatcher.try_acquire() is None
