@@ -17,6 +17,10 @@ FORBIDDEN = {
     "ipc/handoff.py": {"anyio", "trio", "asyncio", "socket", "os"},
     "supervisor/policy.py": {"anyio", "trio", "asyncio", "socket", "os", "time",
                              "asyncmpm.front", "asyncmpm.dispatch"},
+    # The lifecycle tables: enums and dicts, nothing else.
+    "lifecycle.py": {"anyio", "trio", "asyncio", "socket", "os", "time"},
+    "dispatch/slot_state.py": {"anyio", "trio", "asyncio", "socket", "os", "time"},
+    "supervisor/child_state.py": {"anyio", "trio", "asyncio", "socket", "os", "time"},
     "child": {"anyio", "trio", "asyncio", "asyncmpm.front", "asyncmpm.dispatch",
               "asyncmpm.supervisor"},
 }

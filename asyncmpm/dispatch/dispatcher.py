@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 import anyio
 
 from asyncmpm.dispatch.slot import SlotHandle
+from asyncmpm.dispatch.slot_state import SlotEvent, SlotPhase
 
 __all__ = ["Dispatcher", "QueueFull", "QueueTimeout"]
+
+# Per request: an enum member read costs a descriptor call on Python 3.11, a global does not.
+_ACQUIRE, _DONE, _IDLE = SlotEvent.ACQUIRE, SlotEvent.DONE, SlotPhase.IDLE
 
 
 class QueueFull(Exception):
@@ -59,7 +63,7 @@ class Dispatcher:
         while self._idle and not self._queued:
             idle = self._idle.pop()
             if idle.peer_alive():
-                idle.busy = True
+                idle.fire(_ACQUIRE)
                 return idle
         return None
 
@@ -82,7 +86,7 @@ class Dispatcher:
         while self._idle and not self._queued:
             idle = self._idle.pop()
             if idle.peer_alive():
-                idle.busy = True
+                idle.fire(_ACQUIRE)
                 return idle
         if self._queued >= self.max_queued:
             raise QueueFull
@@ -108,8 +112,14 @@ class Dispatcher:
         return slot
 
     def release(self, slot: SlotHandle) -> None:
-        """Make a slot available: to the longest-waiting request, else to the idle stack."""
-        slot.busy = False
+        """A request lets go of its slot, unused or with its work done: it is offered again
+        (unless it was lost meanwhile, or its child takes no more work)."""
+        if slot.fire(_DONE) is _IDLE:
+            self.offer(slot)
+
+    def offer(self, slot: SlotHandle) -> None:
+        """Make an IDLE slot available: to the longest-waiting request, else to the idle
+        stack."""
         if not slot.child.accepting or not slot.peer_alive():
             return
         waiters = self._waiters
@@ -118,7 +128,7 @@ class Dispatcher:
             if waiter.gone:
                 continue
             waiter.slot = slot
-            slot.busy = True
+            slot.fire(_ACQUIRE)
             self._queued -= 1
             if waiter.callback is not None:
                 waiter.callback(slot)

@@ -11,8 +11,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
+import structlog
 
+from asyncmpm.dispatch.slot_state import (
+    HELD,
+    SLOT_TRANSITIONS,
+    UNUSABLE,
+    SlotEvent,
+    SlotPhase,
+)
 from asyncmpm.ipc.frames import FrameDecoder, FrameType, encode
+from asyncmpm.lifecycle import IllegalTransition
 from asyncmpm.streams import AsyncioStream, ByteStream
 
 if TYPE_CHECKING:
@@ -22,6 +31,7 @@ __all__ = ["SlotBroken", "SlotClosed", "SlotHandle"]
 
 _RECV = 256 * 1024
 _HANGUP = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+_log = structlog.get_logger("asyncmpm.dispatch")
 
 
 class SlotClosed(Exception):
@@ -40,14 +50,23 @@ class SlotHandle:
 
     Every slot has its own channel, so backpressure is per slot (a slow client stalls only its
     own child thread) and a prefork child and a worker thread look the same from here.
+    Its lifecycle is :mod:`asyncmpm.dispatch.slot_state`: every change goes through
+    :meth:`fire`.
     """
 
     __slots__ = (
-        "_decoder", "_fd", "_frames", "_raw", "_whole_writes", "broken", "busy", "child",
-        "closed", "cpu_times", "index", "record", "seen", "stream", "thread",
+        "_decoder", "_fd", "_frames", "_raw", "_whole_writes", "child", "cpu_times", "index",
+        "on_illegal", "phase", "record", "seen", "stream", "thread",
     )
 
-    def __init__(self, child: Child, thread: int, stream: ByteStream, fd: int) -> None:
+    def __init__(
+        self,
+        child: Child,
+        thread: int,
+        stream: ByteStream,
+        fd: int,
+        on_illegal: Callable[[SlotHandle], None] | None = None,
+    ) -> None:
         self.child = child
         self.thread = thread
         self.index = child.index * child.threads + thread  # flat scoreboard position
@@ -56,24 +75,61 @@ class SlotHandle:
         self.stream = stream
         self._decoder = FrameDecoder()
         self._frames: deque[tuple[int, bytes]] = deque()
-        self.busy = False
-        self.closed = False
-        self.broken = False  # the child broke the protocol: kill it, do not just forget it
+        self.phase = SlotPhase.BOOTING
+        # Called after an illegal transition (the slot is BROKEN by then): its child is
+        # replaced, as when it breaks the protocol.
+        self.on_illegal = on_illegal
         self._fd = fd
         self._raw: socket.socket | None = None  # for sendmsg: created on the first handoff
         self._whole_writes = isinstance(stream, AsyncioStream)
         # The child's CPU times as its last END frame reported them (for mod_status).
         self.cpu_times: tuple[float, float, float, float] | None = None
 
+    def fire(self, event: SlotEvent) -> SlotPhase:
+        """Apply ``event`` (see the table in :mod:`~asyncmpm.dispatch.slot_state`); the new
+        phase. An illegal one is our bug: it is logged, and the slot is given up as BROKEN
+        (never handed out again, its child replaced); the caller carries on."""
+        try:
+            new = SLOT_TRANSITIONS[self.phase][event]  # slot_transition, inlined: per request
+        except KeyError:
+            return self._refuse(event)
+        self.phase = new
+        return new
+
+    def _refuse(self, event: SlotEvent) -> SlotPhase:
+        refused = IllegalTransition("slot", self.phase, event)
+        _log.error(f"internal error: {refused}; giving up the slot",
+                   slot=self.child.index, thread=self.thread, pid=self.child.pid,
+                   phase=self.phase.name, slot_event=event.name)
+        self.phase = SlotPhase.BROKEN
+        if self.on_illegal is not None:
+            self.on_illegal(self)
+        return self.phase
+
+    @property
+    def closed(self) -> bool:
+        """Never to carry a frame again (hung up, hung, abandoned, broken, closed)."""
+        return self.phase in UNUSABLE
+
+    @property
+    def held(self) -> bool:
+        """A request holds it (and has yet to let go of it)."""
+        return self.phase in HELD
+
+    @property
+    def broken(self) -> bool:
+        """Its child broke the slot protocol: kill the child, do not just forget the slot."""
+        return self.phase is SlotPhase.BROKEN
+
     def peer_alive(self) -> bool:
         """Cheap check that the child end is still open (a dead child hangs up at once, before
         the zygote reports its exit), so a request is never sent to a corpse."""
-        if self.closed:
+        if self.phase in UNUSABLE:
             return False
         poller = select.poll()
         poller.register(self._fd, _HANGUP)
         if poller.poll(0):
-            self.closed = True
+            self.fire(SlotEvent.HANGUP)
             return False
         return True
 
@@ -88,7 +144,7 @@ class SlotHandle:
                 with anyio.CancelScope(shield=True):
                     await self.stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            self.closed = True
+            self.fire(SlotEvent.HANGUP)
             raise SlotClosed(str(exc)) from exc
 
     def send_handoff(self, frame: bytes, fd: int) -> int:
@@ -111,7 +167,7 @@ class SlotHandle:
         except BlockingIOError:
             return 0
         except OSError as exc:
-            self.closed = True
+            self.fire(SlotEvent.HANGUP)
             raise SlotClosed(str(exc)) from exc
 
     async def hand_off(self, payload: bytes, fd: int) -> None:
@@ -131,10 +187,10 @@ class SlotHandle:
             try:
                 data = await self.stream.receive(_RECV)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                self.closed = True
+                self.fire(SlotEvent.HANGUP)
                 raise SlotClosed("the child closed its channel") from exc
             if not data:
-                self.closed = True
+                self.fire(SlotEvent.HANGUP)
                 raise SlotClosed("the child closed its channel")
             try:
                 frames.extend(self._decoder.feed(data))
@@ -145,7 +201,7 @@ class SlotHandle:
     def broke(self, why: str) -> SlotBroken:
         """Mark the slot unusable because its child broke the protocol; returns the error
         to raise (the front's SlotClosed path answers 502 and calls ``slot_lost``)."""
-        self.closed = self.broken = True
+        self.fire(SlotEvent.BREAK)
         return SlotBroken(f"the child broke the slot protocol: {why}")
 
     def watch(self, callback: Callable[[int, bytes], None] | None) -> bool:
@@ -161,7 +217,7 @@ class SlotHandle:
 
         def on_data(data: bytes) -> None:
             if not data:
-                self.closed = True
+                self.fire(SlotEvent.HANGUP)
                 callback(0, b"")
                 return
             try:
@@ -189,7 +245,7 @@ class SlotHandle:
         return bool(self._frames)
 
     async def aclose(self) -> None:
-        self.closed = True
+        self.fire(SlotEvent.HANGUP)
         if self._raw is not None:
             self._raw.close()
             self._raw = None

@@ -16,8 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import structlog
 
 from asyncmpm.errors import AppLoadError, ChildBootError
+from asyncmpm.lifecycle import IllegalTransition
+from asyncmpm.supervisor.child_state import (
+    DOOMED_PHASES,
+    RETIRING_PHASES,
+    ChildEvent,
+    ChildPhase,
+    ZygoteEvent,
+    ZygotePhase,
+    child_transition,
+    zygote_transition,
+)
 
 if TYPE_CHECKING:
     from asyncmpm.dispatch.slot import SlotHandle
@@ -27,11 +39,14 @@ __all__ = ["Child", "ZygoteClient", "claim_subreaper", "describe_exit", "reap_or
 
 # The zygote is a fresh interpreter: it must find this package even when it is not installed.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_log = structlog.get_logger("asyncmpm.supervisor")
+_SERVING = ChildPhase.SERVING  # read per request: a global costs less than an enum member
 
 
 @dataclass(eq=False)
 class Child:
-    """One child process as the supervisor sees it."""
+    """One child process as the supervisor sees it. Its lifecycle is
+    :mod:`asyncmpm.supervisor.child_state`: every change goes through :meth:`fire`."""
 
     index: int
     generation: int
@@ -39,10 +54,8 @@ class Child:
     thread_limit: int = 0  # ThreadLimit: the stride of this child's shared slot records
     pid: int = 0
     slots: list[SlotHandle] = field(default_factory=list)
-    accepting: bool = False  # slots may be handed requests
-    retiring: bool = False  # graceful: finish in-flight requests, then exit
+    phase: ChildPhase = ChildPhase.STARTING
     why: str = ""  # why it was told to stop: the lifecycle log says it
-    doomed: bool = False  # hung: kill once the other threads are done
     abandoned: bool = False  # a slot was given up mid-request (it may still be running)
     served: int = 0
     conn_limit: int = 0  # this child's MaxConnectionsPerChild (policy.connection_limit)
@@ -57,6 +70,37 @@ class Child:
     forked: anyio.Event = field(default_factory=anyio.Event)
     exited: anyio.Event = field(default_factory=anyio.Event)
     exit_code: int | None = None
+
+    def fire(self, event: ChildEvent) -> ChildPhase:
+        """Apply ``event`` (see the table in :mod:`~asyncmpm.supervisor.child_state`); the
+        new phase. An illegal one is our bug: it is logged, and the child, whose state is
+        unknown now, is given no more work and killed (the policy replaces it)."""
+        try:
+            self.phase = child_transition(self.phase, event)
+        except IllegalTransition as exc:
+            _log.error(f"internal error: {exc}; killing the child",
+                       slot=self.index, pid=self.pid, gen=self.generation,
+                       phase=exc.state.name, child_event=exc.event.name)
+            if self.phase is not ChildPhase.EXITED:
+                self.phase = ChildPhase.DOOMED
+                self.why = "illegal child transition"
+                signal_child(self, signal.SIGKILL)
+        return self.phase
+
+    @property
+    def accepting(self) -> bool:
+        """Its slots may be handed requests."""
+        return self.phase is _SERVING
+
+    @property
+    def retiring(self) -> bool:
+        """Graceful: it finishes its in-flight requests, then exits."""
+        return self.phase in RETIRING_PHASES
+
+    @property
+    def doomed(self) -> bool:
+        """It is killed once its other threads are done (hung, abandoned, broken)."""
+        return self.phase in DOOMED_PHASES
 
 
 def describe_exit(code: int) -> str:
@@ -133,8 +177,20 @@ class ZygoteClient:
         self.settings = settings
         self.process: anyio.abc.Process | None = None
         self.sock: socket.socket | None = None
-        self.closing = False  # aclose() asked it to exit: its end is no surprise
-        self.gone = False  # its control socket hung up: it cannot fork any more
+        self.phase = ZygotePhase.RUNNING
+
+    def fire(self, event: ZygoteEvent) -> None:
+        self.phase = zygote_transition(self.phase, event)
+
+    @property
+    def closing(self) -> bool:
+        """aclose() asked it to exit: its end is no surprise."""
+        return self.phase in (ZygotePhase.CLOSING, ZygotePhase.CLOSED)
+
+    @property
+    def gone(self) -> bool:
+        """Its control socket hung up: it cannot fork any more."""
+        return self.phase in (ZygotePhase.GONE, ZygotePhase.CLOSED)
 
     async def start(self) -> None:
         """Start the zygote and wait until it has imported the app (or failed to)."""
@@ -180,7 +236,7 @@ class ZygoteClient:
         while True:
             sock = self.sock
             if sock is None:
-                self.gone = True
+                self.fire(ZygoteEvent.HANGUP)
                 return None
             try:
                 data, fds, _, _ = socket.recv_fds(sock, 65536, 1)
@@ -188,16 +244,16 @@ class ZygoteClient:
                 try:
                     await anyio.wait_readable(sock)
                 except (OSError, anyio.ClosedResourceError):
-                    self.gone = True
+                    self.fire(ZygoteEvent.HANGUP)
                     return None
                 continue
             except OSError:
-                self.gone = True
+                self.fire(ZygoteEvent.HANGUP)
                 return None
             if not data:
                 for fd in fds:
                     os.close(fd)
-                self.gone = True
+                self.fire(ZygoteEvent.HANGUP)
                 return None
             message: dict[str, Any] = json.loads(data)
             if fds:
@@ -226,7 +282,7 @@ class ZygoteClient:
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Ask the zygote to stop its children and exit; force it after ``timeout``."""
-        self.closing = True
+        self.fire(ZygoteEvent.CLOSE)
         with anyio.CancelScope(shield=True):
             if self.sock is not None:
                 with contextlib.suppress(ChildBootError):

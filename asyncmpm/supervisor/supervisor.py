@@ -31,12 +31,19 @@ from asyncmpm._version import SERVER_HEADER
 from asyncmpm.config.model import Config, MPMLimits
 from asyncmpm.dispatch.dispatcher import Dispatcher
 from asyncmpm.dispatch.slot import SlotClosed, SlotHandle
+from asyncmpm.dispatch.slot_state import SlotEvent, SlotPhase
 from asyncmpm.errors import ChildBootError
 from asyncmpm.ipc.frames import FrameType, encode
 from asyncmpm.ipc.slot_records import RETURN, SlotRecords
 from asyncmpm.protocol.http1 import HTTP1Limits
 from asyncmpm.streams import wrap_socket
 from asyncmpm.supervisor.actions import Action, Log, Retire, Spawn
+from asyncmpm.supervisor.child_state import (
+    DOOMED_PHASES,
+    RETIRING_PHASES,
+    ChildEvent,
+    ChildPhase,
+)
 from asyncmpm.supervisor.children import (
     Child,
     ZygoteClient,
@@ -64,6 +71,8 @@ _QUIET_SIGNALS = {-signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, -signal.SIGU
 STOP_GRACE = 3.0  # seconds a child has to exit after STOP before it is killed
 _KILL_WAIT = 5.0  # seconds to wait for SIGKILLed children to be reaped
 _MCPC = "MaxConnectionsPerChild"
+# Per request (slot_done): an enum member read costs a descriptor call on Python 3.11.
+_DONE, _DISCARD, _IDLE = SlotEvent.DONE, SlotEvent.DISCARD, SlotPhase.IDLE
 
 
 def http1_limits(config: Config) -> HTTP1Limits:
@@ -288,7 +297,8 @@ class Supervisor:
                 theirs.append(b)
             for thread, sock in enumerate(ours):
                 fd = sock.fileno()
-                child.slots.append(SlotHandle(child, thread, await wrap_socket(sock), fd))
+                child.slots.append(SlotHandle(child, thread, await wrap_socket(sock), fd,
+                                              on_illegal=self.slot_corrupted))
             child.zygote = self.zygote
             await self.zygote.spawn(index, self.generation,
                                     [*(s.fileno() for s in theirs), self.records.fd])
@@ -338,6 +348,7 @@ class Supervisor:
         if kind != FrameType.READY or child.exit_code is not None:
             return  # a retiring child is still marked ready below, then told to STOP
         _, _, tid_text = payload.decode().partition(",")
+        slot.fire(SlotEvent.READY)
         ws = self.scoreboard.processes[child.index].threads[slot.thread]
         ws.state = SlotState.READY
         ws.tid = int(tid_text or 0)
@@ -348,9 +359,8 @@ class Supervisor:
             child.ready_at = time.monotonic()
             self.spawn_to_ready.append(child.ready_at - child.spawned_at)
             del self.spawn_to_ready[:-100]
-        child.accepting = not (child.retiring or child.doomed)
-        if child.accepting:
-            self.dispatcher.release(slot)
+        if child.fire(ChildEvent.READY) is ChildPhase.SERVING:
+            self.dispatcher.offer(slot)
         else:
             await self._stop_slot(slot)
 
@@ -371,11 +381,14 @@ class Supervisor:
                     # closed, so it exits at once; keep it on record to be reaped.
                     stray = Child(index=message["slot"], generation=message["gen"], threads=0,
                                   pid=message["pid"], pidfd=pidfd, zygote=zygote,
-                                  retiring=True, why="spawn given up")
+                                  why="spawn given up")
+                    stray.fire(ChildEvent.FORKED)
+                    stray.fire(ChildEvent.RETIRE)
                     self.by_pid[stray.pid] = stray
                 else:
                     child.pid = message["pid"]
                     child.pidfd = pidfd
+                    child.fire(ChildEvent.FORKED)
                     child.forked.set()
                     self.by_pid[child.pid] = child
                     self.scoreboard.processes[child.index].pid = child.pid
@@ -446,11 +459,12 @@ class Supervisor:
         if child is None:
             self.log.info(f"AH00167: long lost child came home! (pid {pid})")
             return
+        planned = child.doomed or child.retiring  # told to go: a non-zero exit is no crash
         code = child.exit_code = status if status is not None else 0
         if child.pidfd >= 0:
             os.close(child.pidfd)
             child.pidfd = -1
-        child.accepting = False
+        child.fire(ChildEvent.EXIT)
         self.reaped_since_tick = True
         self.dispatcher.discard_child(child)
         if self.children.get(child.index) is child:
@@ -478,7 +492,7 @@ class Supervisor:
         elif code < 0 and code not in _QUIET_SIGNALS:
             self.crashes += 1
             self.log.warning(f"AH00052: child pid {pid} {cause}", **fields)
-        elif code > 0 and not (child.doomed or child.retiring):
+        elif code > 0 and not planned:
             self.crashes += 1
             self.log.warning(f"child pid {pid} {cause}", **fields)
         else:
@@ -503,11 +517,10 @@ class Supervisor:
     # ------------------------------------------------------------------ retiring / killing
     def retire(self, child: Child, why: str) -> None:
         """Stop giving the child work; it exits once its in-flight requests are done."""
-        if child.retiring or child.exit_code is not None:
+        if child.retiring or child.phase is ChildPhase.EXITED:
             return
-        child.retiring = True
+        child.fire(ChildEvent.RETIRE)
         child.why = why
-        child.accepting = False
         self.retirements += 1
         self.scoreboard.processes[child.index].quiescing = True
         self.log.info("retiring child", pid=child.pid, slot=child.index,
@@ -519,7 +532,7 @@ class Supervisor:
         for slot in child.slots:
             # A slot serving a handed-off connection closes it after the current request.
             self.records.request_wind_down(slot.record, RETURN)
-            if slot.busy:
+            if slot.held:
                 ws = self.scoreboard.processes[child.index].threads[slot.thread]
                 ws.state = SlotState.GRACEFUL
         self.scoreboard.changed()
@@ -539,6 +552,7 @@ class Supervisor:
     async def _stop_slot(self, slot: SlotHandle) -> None:
         if slot.closed:
             return
+        slot.fire(SlotEvent.STOP)
         ws = self.scoreboard.processes[slot.child.index].threads[slot.thread]
         ws.state = SlotState.GRACEFUL
         with contextlib.suppress(SlotClosed):
@@ -550,42 +564,43 @@ class Supervisor:
         child.busy -= 1
         child.served += 1
         if not reusable:
-            slot.busy = False
-            slot.closed = True
+            slot.fire(_DISCARD)
             child.abandoned = True
         limit = child.conn_limit
         if limit > 0 and child.served >= limit and not child.retiring:
             self.retire(child, _MCPC)
         elif limit < 0 and self.limits.threads_per_child > 1 and not child.retiring:
             self.retire(child, _MCPC)  # httpd: worker retires at once
-        if child.doomed:
-            slot.busy = False
+        # After retire(), which marks the slots still held.
+        after = slot.fire(_DONE) if reusable else slot.phase
+        phase = child.phase
+        if phase in DOOMED_PHASES:
             if child.busy <= 0:
                 self._spawn_task(self.kill, child, signal.SIGKILL)
             return
-        if child.retiring:
-            slot.busy = False
+        if phase in RETIRING_PHASES:
             if not slot.closed:
                 self._spawn_task(self._stop_slot, slot)
             return
         if reusable:
             ws = self.scoreboard.processes[child.index].threads[slot.thread]
             ws.state = SlotState.READY
-            self.dispatcher.release(slot)
+            if after is _IDLE:
+                self.dispatcher.offer(slot)
 
     def slot_lost(self, slot: SlotHandle) -> None:
         """A slot's channel hung up mid-request, or its child broke the slot protocol: none
         of the child's other slots may take work (a dying child's exit report can trail the
         hang-up), and a child that broke the protocol is killed."""
         child = slot.child
-        child.accepting = False
+        child.fire(ChildEvent.LOSE)
         idle = self.dispatcher.discard_child(child)
-        if not slot.broken:
+        if not slot.broken or child.phase is ChildPhase.EXITED:
             return
         # It broke the slot protocol but may well be alive: kill it (worker: once its other
         # threads are done, as for a hung request; slot_done sends the SIGKILL), so the
         # policy replaces it instead of a dead-but-busy slot lingering until shutdown.
-        child.doomed = True
+        child.fire(ChildEvent.DOOM)
         child.why = "child broke the slot protocol"
         self.scoreboard.processes[child.index].quiescing = True
         self.log.error("child broke the slot protocol; killing it", pid=child.pid,
@@ -607,16 +622,29 @@ class Supervisor:
                          pid=slot.child.pid, slot=slot.child.index)
         self._doom(slot, "request abandoned")
 
-    def _doom(self, slot: SlotHandle, why: str) -> None:
+    def slot_corrupted(self, slot: SlotHandle) -> None:
+        """A slot refused an illegal transition (our bug, logged by the slot, which is BROKEN
+        now): its child's state is not to be trusted either, so it is replaced as if it had
+        broken the slot protocol (killed once its other requests are done)."""
         child = slot.child
-        slot.closed = True
-        child.accepting = False
-        child.doomed = True
+        if child.phase is ChildPhase.EXITED:
+            return
+        self._doom_child(child, "illegal slot transition", 0)
+
+    def _doom(self, slot: SlotHandle, why: str) -> None:
+        slot.fire(SlotEvent.DOOM)
+        if slot.child.phase is not ChildPhase.EXITED:  # too late: nothing to replace
+            self._doom_child(slot.child, why, 1)
+
+    def _doom_child(self, child: Child, why: str, held: int) -> None:
+        """No more work for the child; kill it once its ``child.busy - held`` other requests
+        are done (``slot_done`` sends the SIGKILL for the last of them)."""
+        child.fire(ChildEvent.DOOM)
         child.why = why
         self.scoreboard.processes[child.index].quiescing = True
         for idle in self.dispatcher.discard_child(child):
             self._spawn_task(self._stop_slot, idle)
-        if child.busy <= 1:
+        if child.busy <= held:
             self._spawn_task(self.kill, child, signal.SIGKILL)
 
     async def kill(self, child: Child, sig: int) -> None:
