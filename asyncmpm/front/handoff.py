@@ -20,6 +20,7 @@ Deadlines live in one heap with lazy deletion and one loop timer armed at the ea
 from __future__ import annotations
 
 import enum
+import errno
 import heapq
 import select
 import socket
@@ -49,6 +50,10 @@ _RECV = 65536  # never 128 KiB or more: CPython would malloc via mmap on every c
 _ARM = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
 _LINGER = 2.0  # httpd's SECONDS_TO_LINGER
 _LINGER_BYTES = 1024 * 1024
+_ACCEPT_BATCH = 64  # connections taken per wake-up of a listener, then other callbacks run
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_ACCEPT_BACKOFF = 0.1  # seconds between accept attempts while out of resources
+_WILDCARD = {"0.0.0.0", "::"}
 
 
 class _State(enum.Enum):
@@ -77,10 +82,12 @@ class _Conn:
         "raw",
         "raw_base",
         "received",
+        "registered",
         "remote_addr",
         "remote_port",
         "request",
         "served",
+        "shared",
         "slot",
         "sock",
         "state",
@@ -89,11 +96,11 @@ class _Conn:
         "ws",
     )
 
-    def __init__(self, sock: socket.socket, remote: tuple[Any, ...], local: tuple[Any, ...],
-                 proto: HTTP1Connection) -> None:
+    def __init__(self, sock: socket.socket, family: int, remote: tuple[Any, ...],
+                 local: tuple[Any, ...], proto: HTTP1Connection) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.family = int(sock.family)
+        self.family = family
         self.remote_addr = str(remote[0])
         self.remote_port = str(remote[1])
         self.local_addr = str(local[0])
@@ -115,6 +122,8 @@ class _Conn:
         self.ws: WorkerScore | None = None
         self.t0 = 0.0
         self.baseline = 0  # the slot record's request count when it got this connection
+        self.registered = False  # in the front's epoll set (only once it had to wait)
+        self.shared = False  # a hung slot may still hold the connection's file
 
 
 class HandoffFront:
@@ -138,19 +147,101 @@ class HandoffFront:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._backing_off_since: float | None = None
+        self._listeners: set[int] = set()  # listening descriptors we accept from
+        self._listeners_off: set[int] = set()  # of those, the ones resting after EMFILE
         loop.add_reader(self.ep.fileno(), self._on_ready)
 
     # ------------------------------------------------------------------ lifecycle
     def __len__(self) -> int:
         return len(self.conns)
 
-    def add(self, sock: socket.socket, remote: tuple[Any, ...], local: tuple[Any, ...]) -> None:
-        """A new plaintext connection: its first head is read here."""
-        conn = _Conn(sock, remote, local, HTTP1Connection(self.ctx.http1_limits))
+    def listen(self, listener: socket.socket) -> None:
+        """Accept plaintext connections from this listening socket in loop callbacks."""
+        bound = listener.getsockname()
+        # A listener bound to one address gives every connection that local address; only
+        # a wildcard one needs a getsockname per connection.
+        local = None if bound[0] in _WILDCARD else bound
+        self._listeners.add(listener.fileno())
+        self.loop.add_reader(listener.fileno(), self._accept, listener, int(listener.family),
+                             local)
+
+    def unlisten(self, listener: socket.socket) -> None:
+        """Stop accepting from this listener (before it closes)."""
+        fd = listener.fileno()
+        if fd in self._listeners:
+            self._listeners.discard(fd)
+            self._listeners_off.discard(fd)
+            self.loop.remove_reader(fd)
+
+    def stop_accepting(self) -> None:
+        """Stop accepting from every listener (the server stops)."""
+        for fd in self._listeners:
+            self.loop.remove_reader(fd)
+        self._listeners.clear()
+        self._listeners_off.clear()
+
+    def _accept(self, listener: socket.socket, family: int,
+                local: tuple[Any, ...] | None) -> None:
+        """Take every connection that is ready (up to a batch) and read each one's first
+        head at once: with TCP_DEFER_ACCEPT on the listener, it has usually arrived."""
+        accept = listener._accept  # type: ignore[attr-defined]  # the descriptor, no wrapper
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                fd, remote = accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY:
+                    self._accept_backoff(listener, family, local, exc)
+                    return
+                self.ctx.log.warning("accept failed", error=str(exc))
+                continue
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            try:
+                here = local if local is not None else sock.getsockname()
+            except OSError:
+                sock.close()
+                continue
+            self.add(sock, family, remote, here)
+        if self._backing_off_since is not None:
+            self.ctx.log.info("accepting connections again",
+                              after=f"{time.monotonic() - self._backing_off_since:.1f}s")
+            self._backing_off_since = None
+
+    def _accept_backoff(self, listener: socket.socket, family: int,
+                        local: tuple[Any, ...] | None, exc: OSError) -> None:
+        """Out of descriptors or memory: stop watching the listener for a while instead of
+        spinning (connections wait in the kernel backlog meanwhile). Logged once per
+        episode, not ten times a second."""
+        fd = listener.fileno()
+        if self._backing_off_since is None:
+            self._backing_off_since = time.monotonic()
+            self.ctx.log.error("AH00050: accept failed, backing off and retrying",
+                               error=str(exc), errno=errno.errorcode.get(exc.errno or 0))
+        self.loop.remove_reader(fd)
+        self._listeners_off.add(fd)
+
+        def resume() -> None:
+            if fd in self._listeners_off:  # still listening (not closed meanwhile)
+                self._listeners_off.discard(fd)
+                self.loop.add_reader(fd, self._accept, listener, family, local)
+
+        self.loop.call_later(_ACCEPT_BACKOFF, resume)
+
+    def add(self, sock: socket.socket, family: int, remote: tuple[Any, ...],
+            local: tuple[Any, ...]) -> None:
+        """A new plaintext connection: its first head is read here, at once if it came
+        with the connection, else when epoll says so."""
+        conn = _Conn(sock, family, remote, local, HTTP1Connection(self.ctx.http1_limits))
         self.conns[conn.fd] = conn
         self.ctx.metrics.connection_opened("http/1.1")
         self._start_head(conn, first=True)
-        self.ep.register(conn.fd, _ARM)
+        try:
+            self._read_head(conn)
+        except Exception:
+            self.ctx.log.exception("error while serving a connection", client=conn.remote_addr)
+            self._close(conn, cut=True)
 
     def close(self) -> None:
         """The server is done: every connection here is closed (in-flight ones were drained
@@ -166,6 +257,7 @@ class HandoffFront:
             self._close(conn, cut=True)
         self.loop.remove_reader(self.ep.fileno())
         self.ep.close()
+        self.stop_accepting()
         if self._timer is not None:
             self._timer.cancel()
         for task in self._tasks:
@@ -387,6 +479,7 @@ class HandoffFront:
         records.idle(slot.record)
         slot.watch(None)
         conn.slot = None
+        conn.shared = status != 502  # a dead process closed its copy, a hung one did not
         assert conn.ws is not None
         # First what went wrong (it decides the child's fate), then the slot is done.
         if status == 502:
@@ -514,8 +607,14 @@ class HandoffFront:
                 return
 
     def _rearm(self, conn: _Conn) -> None:
+        """Wake once when the client sends (it joins the epoll set the first time it must
+        be waited for: a head that came with the connection never needs it)."""
         try:
-            self.ep.modify(conn.fd, _ARM)
+            if conn.registered:
+                self.ep.modify(conn.fd, _ARM)
+            else:
+                self.ep.register(conn.fd, _ARM)
+                conn.registered = True
         except OSError:
             self._close(conn)
 
@@ -525,15 +624,18 @@ class HandoffFront:
         self.to_task(conn.sock, (conn.remote_addr, int(conn.remote_port)),
                      (conn.local_addr, int(conn.local_port)), data)
 
-    def _forget(self, conn: _Conn) -> None:
+    def _forget(self, conn: _Conn, *, last: bool = False) -> None:
+        """Stop holding the connection. ``last``: our copy is about to close and no slot has
+        one, so closing it takes it out of the epoll set (no epoll_ctl needed)."""
         conn.state = _State.CLOSED
         conn.epoch += 1
         if self.conns.pop(conn.fd, None) is not None:
             self.ctx.metrics.connection_closed(conn.protocol)
-            try:
-                self.ep.unregister(conn.fd)
-            except OSError:
-                pass
+            if conn.registered and not last:
+                try:
+                    self.ep.unregister(conn.fd)
+                except OSError:
+                    pass
 
     def _close(self, conn: _Conn, *, cut: bool = False) -> None:
         """Close our copy; ``cut`` also shuts the connection down for a slot that may still
@@ -543,7 +645,9 @@ class HandoffFront:
         if conn.waiter is not None:
             self.ctx.dispatcher.abandon(conn.waiter)
             conn.waiter = None
-        self._forget(conn)
+        # A slot that still has the connection (hung, or abandoned at shutdown) keeps the
+        # open file alive, and with it our epoll interest: only then must it be removed.
+        self._forget(conn, last=not (cut or conn.shared or conn.state is _State.HANDED))
         if cut:
             try:
                 conn.sock.shutdown(socket.SHUT_RDWR)

@@ -43,6 +43,7 @@ __all__ = ["Server"]
 
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = 0.1  # seconds between accept attempts while out of resources (as trio's)
+_DEFER_ACCEPT = 1  # seconds a silent connection waits in the kernel (httpd uses 30)
 
 
 class Server:
@@ -338,6 +339,7 @@ class Server:
                 for listener in multi.listeners:
                     assert isinstance(listener, anyio.abc.SocketListener)
                     listeners.append(listener)
+                    _defer_accept(listener.extra(anyio.abc.SocketAttribute.raw_socket))
                     self._listener_addresses.append(address)
                     bound = listener.extra(anyio.abc.SocketAttribute.local_address)
                     assert isinstance(bound, tuple)
@@ -353,6 +355,15 @@ class Server:
     ) -> None:
         assert self._accept_scope is not None
         with self._accept_scope:
+            front = self._handoff
+            if front is not None and not tls:
+                # The callback front accepts from loop callbacks, a batch per wake-up.
+                raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+                front.listen(raw)
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    front.unlisten(raw)
             await self._accept_forever(listener, tg, tls)
 
     async def _accept_forever(
@@ -364,10 +375,6 @@ class Server:
                 if tls:
                     raw, remote, local = await accept_raw(listener)
                     tg.start_soon(self._handle_tls, raw, remote, local)
-                elif self._handoff is not None:
-                    raw, remote, local = await accept_raw(listener)
-                    assert isinstance(raw, socket.socket)
-                    self._handoff.add(raw, remote, local)
                 else:
                     stream, remote, local = await accept(listener)
                     tg.start_soon(self._handle, stream, remote, local)
@@ -433,6 +440,8 @@ class Server:
         self._ctx.stopping = True
         assert self._accept_scope is not None
         self._accept_scope.cancel()  # stop accepting before the sockets close under it
+        if self._handoff is not None:
+            self._handoff.stop_accepting()
         for listener in listeners:
             await listener.aclose()
         # Slots serving handed-off connections close them after the current request.
@@ -451,6 +460,17 @@ class Server:
                 "GracefulShutdownTimeout expired, closing connections",
                 remaining=len(self._connections),
             )
+
+
+def _defer_accept(sock: socket.socket) -> None:
+    """httpd's AcceptFilter "data" on Linux: the kernel hands over a connection once its
+    first bytes arrived (every protocol here has the client speak first), which saves the
+    front a wake-up per connection and lets it read the head right after accept. A client
+    that connects and stays silent is accepted after a second anyway, and its header
+    deadline runs from then."""
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, _DEFER_ACCEPT)
 
 
 def _backend_name() -> str:
