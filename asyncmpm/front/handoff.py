@@ -25,6 +25,7 @@ import heapq
 import select
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ _ACCEPT_BATCH = 64  # connections taken per wake-up of a listener, then other ca
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = 0.1  # seconds between accept attempts while out of resources
 _WILDCARD = {"0.0.0.0", "::"}
+_TICK = 0.005  # the deadline timer fires at most this often (deadlines are seconds long)
 
 
 class _State(enum.Enum):
@@ -142,6 +144,9 @@ class HandoffFront:
         self.on_empty = on_empty  # stopping and the last connection is gone
         self.conns: dict[int, _Conn] = {}
         self.ep = select.epoll()
+        # Deadlines: one FIFO per delay (set in order, they come due in order), a heap for
+        # the few that are not "now + a fixed delay".
+        self._lanes: dict[float, deque[tuple[float, int, _Conn]]] = {}
         self._heap: list[tuple[float, int, int, _Conn]] = []
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -286,12 +291,13 @@ class HandoffFront:
         conn.header_start = now
         conn.received = 0
         if not first and conn.proto.between_requests and not conn.raw:
-            keepalive = self.ctx.config.keep_alive_timeout
-            conn.header_deadline = conn.header_limit = now + keepalive
+            delay = self.ctx.config.keep_alive_timeout
+            conn.header_deadline = conn.header_limit = now + delay
         else:
             conn.header_deadline = now + rrt.header_timeout
             conn.header_limit = now + (rrt.header_max or rrt.header_timeout)
-        self._schedule(min(conn.header_deadline, conn.header_limit), conn)
+            delay = min(rrt.header_timeout, rrt.header_max or rrt.header_timeout)
+        self._after(delay, conn)
 
     def _on_ready(self) -> None:
         try:
@@ -345,9 +351,9 @@ class HandoffFront:
             return
         rrt = self.ctx.config.request_read_timeout
         if rrt.header_min_rate and not (conn.proto.between_requests and not conn.raw):
+            # Only ever later: the deadline already set finds this one when it comes.
             conn.header_deadline = (conn.header_start + rrt.header_timeout
                                     + conn.received / rrt.header_min_rate)
-            self._schedule(min(conn.header_deadline, conn.header_limit), conn)
         self._rearm(conn)
 
     def _take_head(self, conn: _Conn, events: list[Event]) -> bool:
@@ -382,7 +388,7 @@ class HandoffFront:
         except QueueFull:
             self._busy(conn)
             return
-        self._schedule(self.loop.time() + ctx.config.timeout, conn)
+        self._after(ctx.config.timeout, conn)
 
     def _needs_task(self, request: Request) -> bool:
         ctx = self.ctx
@@ -435,7 +441,7 @@ class HandoffFront:
             self._spawn(slot.hand_off(handoff.encode(), conn.fd))
         elif sent < len(frame):
             self._spawn(slot.send(frame[sent:]))
-        self._schedule(self.loop.time() + ctx.config.timeout, conn)
+        self._after(ctx.config.timeout, conn)
 
     def _slot_frame(self, conn: _Conn, slot: SlotHandle, kind: int, payload: bytes) -> None:
         if conn.slot is not slot or conn.state is not _State.HANDED:
@@ -511,22 +517,50 @@ class HandoffFront:
         self._slot_failed(conn, slot, 504)
 
     # ------------------------------------------------------------------ timers
+    def _after(self, delay: float, conn: _Conn) -> None:
+        """A deadline ``delay`` seconds from now for the connection's current state."""
+        when = self.loop.time() + delay
+        lane = self._lanes.get(delay)
+        if lane is None:
+            lane = self._lanes[delay] = deque()
+        lane.append((when, conn.epoch, conn))
+        if when < self._timer_at:
+            self._arm(when)
+
     def _schedule(self, when: float, conn: _Conn) -> None:
+        """A deadline at ``when`` (loop time) for the connection's current state."""
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, conn.epoch, conn))
         if when < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = when
-            self._timer = self.loop.call_at(when, self._expire)
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
+        """Act on every deadline that has come (entries of a past state are skipped), then
+        sleep until the next one, but at least a tick: deadlines are coalesced."""
         self._timer = None
         self._timer_at = float("inf")
-        heap = self._heap
         now = self.loop.time()
+        due: list[tuple[int, _Conn]] = []
+        heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, epoch, conn = heapq.heappop(heap)
+            due.append((epoch, conn))
+        nearest = heap[0][0] if heap else float("inf")
+        for delay, lane in list(self._lanes.items()):
+            while lane and lane[0][0] <= now:
+                _, epoch, conn = lane.popleft()
+                due.append((epoch, conn))
+            if lane:
+                nearest = min(nearest, lane[0][0])
+            else:
+                del self._lanes[delay]
+        for epoch, conn in due:
             if epoch != conn.epoch or conn.state is _State.CLOSED:
                 continue
             try:
@@ -535,11 +569,8 @@ class HandoffFront:
                 self.ctx.log.exception("error at a connection deadline",
                                        client=conn.remote_addr)
                 self._close(conn, cut=True)
-        while heap and (heap[0][2] != heap[0][3].epoch or heap[0][3].state is _State.CLOSED):
-            heapq.heappop(heap)
-        if heap:
-            self._timer_at = heap[0][0]
-            self._timer = self.loop.call_at(self._timer_at, self._expire)
+        if nearest < self._timer_at:
+            self._arm(max(nearest, now + _TICK))
 
     def _deadline(self, conn: _Conn, now: float) -> None:
         state = conn.state
@@ -593,7 +624,7 @@ class HandoffFront:
         conn.state = _State.LINGER
         conn.epoch += 1
         conn.received = 0
-        self._schedule(self.loop.time() + _LINGER, conn)
+        self._after(_LINGER, conn)
         self._linger_read(conn)
 
     def _linger_read(self, conn: _Conn) -> None:
