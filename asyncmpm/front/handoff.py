@@ -189,7 +189,9 @@ class HandoffFront:
     def _accept(self, listener: socket.socket, family: int,
                 local: tuple[Any, ...] | None) -> None:
         """Take every connection that is ready (up to a batch) and read each one's first
-        head at once: with TCP_DEFER_ACCEPT on the listener, it has usually arrived."""
+        head at once: a client sends it right after connecting, so it has nearly always
+        arrived (measured: 33 EAGAIN in 9,915 reads under wrk; TCP_DEFER_ACCEPT saved
+        nothing more, and would hide silent connections from the front)."""
         accept = listener._accept  # type: ignore[attr-defined]  # the descriptor, no wrapper
         for _ in range(_ACCEPT_BATCH):
             try:

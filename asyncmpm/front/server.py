@@ -43,7 +43,6 @@ __all__ = ["Server"]
 
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = 0.1  # seconds between accept attempts while out of resources (as trio's)
-_DEFER_ACCEPT = 1  # seconds a silent connection waits in the kernel (httpd uses 30)
 
 
 class Server:
@@ -339,7 +338,6 @@ class Server:
                 for listener in multi.listeners:
                     assert isinstance(listener, anyio.abc.SocketListener)
                     listeners.append(listener)
-                    _defer_accept(listener.extra(anyio.abc.SocketAttribute.raw_socket))
                     self._listener_addresses.append(address)
                     bound = listener.extra(anyio.abc.SocketAttribute.local_address)
                     assert isinstance(bound, tuple)
@@ -460,17 +458,6 @@ class Server:
                 "GracefulShutdownTimeout expired, closing connections",
                 remaining=len(self._connections),
             )
-
-
-def _defer_accept(sock: socket.socket) -> None:
-    """httpd's AcceptFilter "data" on Linux: the kernel hands over a connection once its
-    first bytes arrived (every protocol here has the client speak first), which saves the
-    front a wake-up per connection and lets it read the head right after accept. A client
-    that connects and stays silent is accepted after a second anyway, and its header
-    deadline runs from then."""
-    if hasattr(socket, "TCP_DEFER_ACCEPT"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, _DEFER_ACCEPT)
 
 
 def _backend_name() -> str:
