@@ -19,6 +19,7 @@ Deadlines live in one heap with lazy deletion and one loop timer armed at the ea
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import heapq
@@ -26,8 +27,10 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from asyncmpm.dispatch.dispatcher import QueueFull
 from asyncmpm.dispatch.slot import SlotClosed
@@ -129,21 +132,30 @@ class _Conn:
 
 
 class HandoffFront:
-    """Holds plaintext HTTP/1.1 connections between requests and hands them to slots."""
+    """Holds plaintext HTTP/1.1 connections between requests and hands them to slots.
+
+    On asyncio the private epoll set is one reader of the event loop and deadlines are one
+    loop timer; on trio, which has no reader callbacks, :meth:`drive` (one task) waits on
+    the same set and the next deadline, and the slots' channels join the set while they
+    serve a connection (trio streams cannot call back). Everything else is the same code.
+    """
 
     def __init__(
         self,
         ctx: FrontContext,
-        loop: asyncio.AbstractEventLoop,
+        loop: asyncio.AbstractEventLoop | None,
         to_task: Callable[[socket.socket, tuple[Any, ...], tuple[Any, ...], bytes], None],
         on_empty: Callable[[], None],
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object],
     ) -> None:
         self.ctx = ctx
-        self.loop = loop
+        self.loop = loop  # None on trio: see drive()
         self.to_task = to_task  # hand a connection to the task-driven front, with bytes read
         self.on_empty = on_empty  # stopping and the last connection is gone
+        self.spawn = spawn  # run a rare write that must wait, in the server's task group
         self.conns: dict[int, _Conn] = {}
         self.ep = select.epoll()
+        self.now: Callable[[], float] = loop.time if loop is not None else anyio.current_time
         # Deadlines: one FIFO per delay (set in order, they come due in order), a heap for
         # the few that are not "now + a fixed delay".
         self._lanes: dict[float, deque[tuple[float, int, _Conn]]] = {}
@@ -151,60 +163,78 @@ class HandoffFront:
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._wait: anyio.CancelScope | None = None  # trio: drive()'s wait, to move its deadline
+        self._closed = False
         self._backing_off_since: float | None = None
-        self._listeners: set[int] = set()  # listening descriptors we accept from
-        self._listeners_off: set[int] = set()  # of those, the ones resting after EMFILE
-        loop.add_reader(self.ep.fileno(), self._on_ready)
+        # Listening descriptors (in the epoll set, level-triggered): (socket, family, local).
+        self._listeners: dict[int, tuple[socket.socket, int, tuple[Any, ...] | None]] = {}
+        self._resume_at: dict[int, float] = {}  # listeners resting after EMFILE and kin
+        self._channels: dict[int, tuple[_Conn, SlotHandle]] = {}  # trio: slots' channels
+        if loop is not None:
+            loop.add_reader(self.ep.fileno(), self._on_ready)
+
+    async def drive(self) -> None:
+        """trio: wait on the epoll set and the next deadline, act, again (until closed)."""
+        fd = self.ep.fileno()
+        while not self._closed:
+            with anyio.CancelScope(deadline=self._timer_at) as scope:
+                self._wait = scope
+                try:
+                    await anyio.wait_readable(fd)
+                except anyio.ClosedResourceError:
+                    return
+            self._wait = None
+            if self._closed:
+                return
+            if self.now() >= self._timer_at:
+                self._expire()
+            self._on_ready()
 
     # ------------------------------------------------------------------ lifecycle
     def __len__(self) -> int:
         return len(self.conns)
 
     def listen(self, listener: socket.socket) -> None:
-        """Accept plaintext connections from this listening socket in loop callbacks."""
+        """Accept plaintext connections from this listening socket, a batch per wake-up."""
         bound = listener.getsockname()
         # A listener bound to one address gives every connection that local address; only
         # a wildcard one needs a getsockname per connection.
         local = None if bound[0] in _WILDCARD else bound
-        self._listeners.add(listener.fileno())
-        self.loop.add_reader(listener.fileno(), self._accept, listener, int(listener.family),
-                             local)
+        fd = listener.fileno()
+        self._listeners[fd] = (listener, int(listener.family), local)
+        self.ep.register(fd, select.EPOLLIN)
 
     def unlisten(self, listener: socket.socket) -> None:
         """Stop accepting from this listener (before it closes)."""
         fd = listener.fileno()
-        if fd in self._listeners:
-            self._listeners.discard(fd)
-            self._listeners_off.discard(fd)
-            self.loop.remove_reader(fd)
+        if self._listeners.pop(fd, None) is not None and self._resume_at.pop(fd, None) is None:
+            with contextlib.suppress(OSError):
+                self.ep.unregister(fd)
 
     def stop_accepting(self) -> None:
         """Stop accepting from every listener (the server stops)."""
-        for fd in self._listeners:
-            self.loop.remove_reader(fd)
-        self._listeners.clear()
-        self._listeners_off.clear()
+        for _, (listener, _, _) in list(self._listeners.items()):
+            self.unlisten(listener)
 
-    def _accept(self, listener: socket.socket, family: int,
-                local: tuple[Any, ...] | None) -> None:
+    def _accept(self, fd: int) -> None:
         """Take every connection that is ready (up to a batch) and read each one's first
         head at once: a client sends it right after connecting, so it has nearly always
         arrived (measured: 33 EAGAIN in 9,915 reads under wrk; TCP_DEFER_ACCEPT saved
         nothing more, and would hide silent connections from the front)."""
+        listener, family, local = self._listeners[fd]
         accept = listener._accept  # type: ignore[attr-defined]  # the descriptor, no wrapper
         for _ in range(_ACCEPT_BATCH):
             try:
-                fd, remote = accept()
+                new, remote = accept()
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 if exc.errno in _ACCEPT_RETRY:
-                    self._accept_backoff(listener, family, local, exc)
+                    self._accept_backoff(fd, exc)
                     return
                 self.ctx.log.warning("accept failed", error=str(exc))
                 continue
-            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, new)
             try:
                 here = local if local is not None else sock.getsockname()
             except OSError:
@@ -216,25 +246,32 @@ class HandoffFront:
                               after=f"{time.monotonic() - self._backing_off_since:.1f}s")
             self._backing_off_since = None
 
-    def _accept_backoff(self, listener: socket.socket, family: int,
-                        local: tuple[Any, ...] | None, exc: OSError) -> None:
+    def _accept_backoff(self, fd: int, exc: OSError) -> None:
         """Out of descriptors or memory: stop watching the listener for a while instead of
         spinning (connections wait in the kernel backlog meanwhile). Logged once per
         episode, not ten times a second."""
-        fd = listener.fileno()
         if self._backing_off_since is None:
             self._backing_off_since = time.monotonic()
             self.ctx.log.error("AH00050: accept failed, backing off and retrying",
                                error=str(exc), errno=errno.errorcode.get(exc.errno or 0))
-        self.loop.remove_reader(fd)
-        self._listeners_off.add(fd)
+        with contextlib.suppress(OSError):
+            self.ep.unregister(fd)
+        when = self.now() + _ACCEPT_BACKOFF
+        self._resume_at[fd] = when
+        if when < self._timer_at:
+            self._arm(when)
 
-        def resume() -> None:
-            if fd in self._listeners_off:  # still listening (not closed meanwhile)
-                self._listeners_off.discard(fd)
-                self.loop.add_reader(fd, self._accept, listener, family, local)
-
-        self.loop.call_later(_ACCEPT_BACKOFF, resume)
+    def _resume_accepting(self, now: float) -> float:
+        """Listeners whose rest is over watch again; returns the next rest's end."""
+        nearest = float("inf")
+        for fd, when in list(self._resume_at.items()):
+            if when <= now:
+                del self._resume_at[fd]
+                with contextlib.suppress(OSError):
+                    self.ep.register(fd, select.EPOLLIN)
+            else:
+                nearest = min(nearest, when)
+        return nearest
 
     def add(self, sock: socket.socket, family: int, remote: tuple[Any, ...],
             local: tuple[Any, ...]) -> None:
@@ -253,22 +290,26 @@ class HandoffFront:
     def close(self) -> None:
         """The server is done: every connection here is closed (in-flight ones were drained
         or their time is up)."""
+        if self._closed:
+            return
         for conn in list(self.conns.values()):
             slot = conn.slot
             if conn.state is _State.HANDED and slot is not None and conn.ws is not None:
                 # Given up mid-request (GracefulShutdownTimeout): the slot is abandoned, and
                 # its child is stopped with the others.
-                slot.watch(None)
+                self._unwatch(slot)
                 conn.slot = None
                 self.ctx.slot_handed_back(slot, conn.ws, None, conn.t0, reusable=False)
             self._close(conn, cut=True)
-        self.loop.remove_reader(self.ep.fileno())
-        self.ep.close()
         self.stop_accepting()
+        self._closed = True
+        if self.loop is not None:
+            self.loop.remove_reader(self.ep.fileno())
+        else:
+            anyio.notify_closing(self.ep.fileno())  # wakes drive(), which returns
+        self.ep.close()
         if self._timer is not None:
             self._timer.cancel()
-        for task in self._tasks:
-            task.cancel()
 
     def stop_idle(self) -> None:
         """Graceful stop: close connections waiting between requests (the slots close
@@ -288,7 +329,7 @@ class HandoffFront:
         byte), mod_reqtimeout's header stage once bytes come."""
         conn.state = _State.HEAD
         conn.epoch += 1
-        now = self.loop.time()
+        now = self.now()
         rrt = self.ctx.config.request_read_timeout
         conn.header_start = now
         conn.received = 0
@@ -310,6 +351,10 @@ class HandoffFront:
         for fd, _events in ready:
             conn = conns.get(fd)
             if conn is None:
+                if fd in self._listeners:
+                    self._accept(fd)
+                elif fd in self._channels:
+                    self._channel_ready(fd)
                 continue
             try:
                 if conn.state is _State.LINGER:
@@ -431,19 +476,51 @@ class HandoffFront:
         conn.ws = ctx.slot_started(slot, conn, request, conn.t0)
         ctx.handoff_began(slot)
         conn.baseline = ctx.supervisor.records.requests(slot.record)
-        if not slot.watch(lambda kind, payload: self._slot_frame(conn, slot, kind, payload)):
-            raise RuntimeError("the callback front needs asyncio slot channels")
         frame = encode(FrameType.HANDOFF, handoff.encode())
         try:
             sent = slot.send_handoff(frame, conn.fd)
         except SlotClosed:
             self._slot_failed(conn, slot, 502)
             return
+        self._watch(conn, slot)
         if sent == 0:  # the channel is full (it never is when idle): wait in a task
-            self._spawn(slot.hand_off(handoff.encode(), conn.fd))
+            payload = handoff.encode()
+            self._spawn(lambda: slot.hand_off(payload, conn.fd))
         elif sent < len(frame):
-            self._spawn(slot.send(frame[sent:]))
+            rest = frame[sent:]
+            self._spawn(lambda: slot.send(rest))
         self._after(ctx.config.timeout, conn)
+
+    def _watch(self, conn: _Conn, slot: SlotHandle) -> None:
+        """Take the slot's frames (its HANDBACK) from now on: by callback from an asyncio
+        stream, else through the epoll set."""
+        if slot.watch(lambda kind, payload: self._slot_frame(conn, slot, kind, payload)):
+            return
+        fd = slot.channel_fd()
+        self._channels[fd] = (conn, slot)
+        try:
+            self.ep.register(fd, _ARM)
+        except OSError:
+            self.ep.modify(fd, _ARM)
+
+    def _unwatch(self, slot: SlotHandle) -> None:
+        if self.loop is not None:
+            slot.watch(None)
+            return
+        fd = slot.channel_fd()
+        if self._channels.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self.ep.unregister(fd)
+
+    def _channel_ready(self, fd: int) -> None:
+        conn, slot = self._channels[fd]
+        for kind, payload in slot.read_frames():
+            self._slot_frame(conn, slot, kind, payload)
+        if self._channels.get(fd, (None, None))[1] is slot:  # nothing final yet: wait again
+            try:
+                self.ep.modify(fd, _ARM)
+            except OSError:
+                self._slot_frame(conn, slot, 0, b"")
 
     def _slot_frame(self, conn: _Conn, slot: SlotHandle, kind: int, payload: bytes) -> None:
         if conn.slot is not slot or conn.state is not _State.HANDED:
@@ -460,7 +537,7 @@ class HandoffFront:
 
     def _handed_back(self, conn: _Conn, slot: SlotHandle, back: Handback) -> None:
         ctx = self.ctx
-        slot.watch(None)
+        self._unwatch(slot)
         conn.slot = None
         assert conn.ws is not None
         ctx.slot_handed_back(slot, conn.ws, back, conn.t0, reusable=True)
@@ -485,7 +562,7 @@ class HandoffFront:
         records = ctx.supervisor.records
         unanswered = records.unanswered(slot.record, conn.baseline)
         records.idle(slot.record)
-        slot.watch(None)
+        self._unwatch(slot)
         conn.slot = None
         conn.shared = status != 502  # a dead process closed its copy, a hung one did not
         assert conn.ws is not None
@@ -514,14 +591,14 @@ class HandoffFront:
         left = self.ctx.supervisor.records.time_left(slot.record, self.ctx.config.timeout,
                                                      time.time())
         if left > 0:
-            self._schedule(self.loop.time() + left, conn)
+            self._schedule(self.now() + left, conn)
             return
         self._slot_failed(conn, slot, 504)
 
     # ------------------------------------------------------------------ timers
     def _after(self, delay: float, conn: _Conn) -> None:
         """A deadline ``delay`` seconds from now for the connection's current state."""
-        when = self.loop.time() + delay
+        when = self.now() + delay
         lane = self._lanes.get(delay)
         if lane is None:
             lane = self._lanes[delay] = deque()
@@ -537,23 +614,28 @@ class HandoffFront:
             self._arm(when)
 
     def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         self._timer_at = when
-        self._timer = self.loop.call_at(when, self._expire)
+        if self.loop is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(when, self._expire)
+        elif self._wait is not None:
+            self._wait.deadline = when  # drive() wakes then
 
     def _expire(self) -> None:
         """Act on every deadline that has come (entries of a past state are skipped), then
         sleep until the next one, but at least a tick: deadlines are coalesced."""
         self._timer = None
         self._timer_at = float("inf")
-        now = self.loop.time()
+        now = self.now()
         due: list[tuple[int, _Conn]] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, epoch, conn = heapq.heappop(heap)
             due.append((epoch, conn))
         nearest = heap[0][0] if heap else float("inf")
+        if self._resume_at:
+            nearest = min(nearest, self._resume_accepting(now))
         for delay, lane in list(self._lanes.items()):
             while lane and lane[0][0] <= now:
                 _, epoch, conn = lane.popleft()
@@ -689,13 +771,13 @@ class HandoffFront:
         conn.sock.close()
         self._maybe_empty()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, write: Callable[[], Awaitable[None]]) -> None:
         """A rare write that must wait: its failure shows up as the slot's EOF."""
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.ctx.log.warning("handoff write failed", error=repr(task.exception()))
+        async def run() -> None:
+            try:
+                await write()
+            except Exception as exc:
+                self.ctx.log.warning("handoff write failed", error=repr(exc))
+
+        self.spawn(run)

@@ -294,18 +294,24 @@ class Server:
             self._handoff = None
 
     def _handoff_front(self, tg: anyio.abc.TaskGroup) -> HandoffFront | None:
-        """The callback-driven front for plaintext HTTP/1.1 (asyncio only; trio serves those
-        connections in tasks, which hand off the same way)."""
+        """The callback-driven front for plaintext HTTP/1.1 (on trio, one task drives it)."""
         assert self._ctx is not None
-        if not self.config.handoff or self._ctx.backend == "trio":
+        if not self.config.handoff:
             return None
-        import asyncio
 
         def to_task(sock: socket.socket, remote: tuple[Any, ...], local: tuple[Any, ...],
                     initial: bytes) -> None:
             tg.start_soon(self._handle_raw, sock, remote, local, initial)
 
-        return HandoffFront(self._ctx, asyncio.get_running_loop(), to_task, self._check_drained)
+        loop = None
+        if self._ctx.backend != "trio":
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+        front = HandoffFront(self._ctx, loop, to_task, self._check_drained, tg.start_soon)
+        if loop is None:
+            tg.start_soon(front.drive)
+        return front
 
     def _close_error_log(self) -> None:
         if self._error_log is not None:
