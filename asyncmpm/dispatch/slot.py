@@ -44,7 +44,7 @@ class SlotHandle:
     """
 
     __slots__ = (
-        "_decoder", "_fd", "_frames", "_raw", "_whole_writes", "broken", "busy", "child",
+        "_decoder", "_fd", "_frames", "_hangup", "_raw", "_whole_writes", "broken", "busy", "child",
         "closed", "cpu_times", "index", "record", "seen", "stream", "thread",
     )
 
@@ -62,6 +62,7 @@ class SlotHandle:
         self.broken = False  # the child broke the protocol: kill it, do not just forget it
         self._fd = fd
         self._raw: socket.socket | None = None  # for sendmsg: created on the first handoff
+        self._hangup: Callable[[int, bytes], None] | None = None  # see watch()
         self._whole_writes = isinstance(stream, AsyncioStream)
         # The child's CPU times as its last END frame reported them (for mod_status).
         self.cpu_times: tuple[float, float, float, float] | None = None
@@ -182,6 +183,9 @@ class SlotHandle:
         cannot call back (not an asyncio stream): the caller then awaits :meth:`recv`."""
         stream = self.stream
         if not isinstance(stream, AsyncioStream):
+            # The caller polls the channel itself (read_frames); the callback only hears of
+            # aclose(), while the descriptor is still open (kind 0).
+            self._hangup = callback
             return False
         if callback is None:
             stream.on_data = None
@@ -218,6 +222,9 @@ class SlotHandle:
 
     async def aclose(self) -> None:
         self.closed = True
+        hangup, self._hangup = self._hangup, None
+        if hangup is not None:
+            hangup(0, b"")
         if self._raw is not None:
             self._raw.close()
             self._raw = None

@@ -169,7 +169,11 @@ class HandoffFront:
         # Listening descriptors (in the epoll set, level-triggered): (socket, family, local).
         self._listeners: dict[int, tuple[socket.socket, int, tuple[Any, ...] | None]] = {}
         self._resume_at: dict[int, float] = {}  # listeners resting after EMFILE and kin
-        self._channels: dict[int, tuple[_Conn, SlotHandle]] = {}  # trio: slots' channels
+        # trio: the channels of slots that have a connection, by descriptor and by slot, and
+        # those that closed meanwhile (acted on from drive()).
+        self._channels: dict[int, tuple[_Conn, SlotHandle]] = {}
+        self._watched: dict[SlotHandle, int] = {}
+        self._hangups: list[tuple[_Conn, SlotHandle]] = []
         if loop is not None:
             loop.add_reader(self.ep.fileno(), self._on_ready)
 
@@ -494,33 +498,46 @@ class HandoffFront:
     def _watch(self, conn: _Conn, slot: SlotHandle) -> None:
         """Take the slot's frames (its HANDBACK) from now on: by callback from an asyncio
         stream, else through the epoll set."""
-        if slot.watch(lambda kind, payload: self._slot_frame(conn, slot, kind, payload)):
+        if self.loop is not None:
+            if not slot.watch(lambda kind, payload: self._slot_frame(conn, slot, kind, payload)):
+                raise RuntimeError("the callback front needs asyncio slot channels on asyncio")
             return
+        slot.watch(lambda _kind, _payload: self._channel_closing(conn, slot))
         fd = slot.channel_fd()
         self._channels[fd] = (conn, slot)
+        self._watched[slot] = fd
         try:
             self.ep.register(fd, _ARM)
-        except OSError:
+        except FileExistsError:
             self.ep.modify(fd, _ARM)
 
     def _unwatch(self, slot: SlotHandle) -> None:
-        if self.loop is not None:
-            slot.watch(None)
-            return
-        fd = slot.channel_fd()
-        if self._channels.pop(fd, None) is not None:
-            with contextlib.suppress(OSError):
-                self.ep.unregister(fd)
+        slot.watch(None)
+        if self.loop is None:
+            fd = self._watched.pop(slot, None)
+            if fd is not None:
+                self._channels.pop(fd, None)
+                with contextlib.suppress(OSError):
+                    self.ep.unregister(fd)
 
     def _channel_ready(self, fd: int) -> None:
         conn, slot = self._channels[fd]
         for kind, payload in slot.read_frames():
             self._slot_frame(conn, slot, kind, payload)
-        if self._channels.get(fd, (None, None))[1] is slot:  # nothing final yet: wait again
+        if self._watched.get(slot) == fd:  # nothing final yet: wait again
             try:
                 self.ep.modify(fd, _ARM)
             except OSError:
                 self._slot_frame(conn, slot, 0, b"")
+
+    def _channel_closing(self, conn: _Conn, slot: SlotHandle) -> None:
+        """trio: the supervisor closes the channel of a slot that has a connection (its child
+        exited). Its descriptor leaves the epoll set now, before it closes (the number could
+        come back as a client's); the hangup is acted on from drive(), as asyncio would call
+        back later, not inside the supervisor's call."""
+        self._unwatch(slot)
+        self._hangups.append((conn, slot))
+        self._arm(min(self._timer_at, self.now()))
 
     def _slot_frame(self, conn: _Conn, slot: SlotHandle, kind: int, payload: bytes) -> None:
         if conn.slot is not slot or conn.state is not _State.HANDED:
@@ -627,6 +644,9 @@ class HandoffFront:
         sleep until the next one, but at least a tick: deadlines are coalesced."""
         self._timer = None
         self._timer_at = float("inf")
+        hangups, self._hangups = self._hangups, []
+        for conn, slot in hangups:
+            self._slot_frame(conn, slot, 0, b"")
         now = self.now()
         due: list[tuple[int, _Conn]] = []
         heap = self._heap
