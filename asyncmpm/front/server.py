@@ -360,15 +360,16 @@ class Server:
         assert self._accept_scope is not None
         with self._accept_scope:
             front = self._handoff
-            if front is not None and not tls:
-                # The callback front accepts from loop callbacks, a batch per wake-up.
-                raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
-                front.listen(raw)
-                try:
-                    await anyio.sleep_forever()
-                finally:
-                    front.unlisten(raw)
-            await self._accept_forever(listener, tg, tls)
+            if front is None or tls:
+                await self._accept_forever(listener, tg, tls)
+                return
+            # Plaintext: the callback front accepts, a batch per wake-up of its epoll set.
+            raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+            front.listen(raw)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                front.unlisten(raw)
 
     async def _accept_forever(
         self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup, tls: bool
