@@ -728,18 +728,19 @@ class HandoffFront:
         conn.state = _State.LINGER
         conn.epoch += 1
         conn.received = 0
-        self._after(_LINGER, conn)
-        self._linger_read(conn)
+        if self._linger_read(conn):  # the client's FIN has usually come already
+            self._after(_LINGER, conn)
 
-    def _linger_read(self, conn: _Conn) -> None:
+    def _linger_read(self, conn: _Conn) -> bool:
+        """Read what is there; True while the client has not closed (epoll is armed)."""
         while True:
             data = self._recv(conn)
             if data is None:
-                return
+                return conn.state is _State.LINGER
             conn.received += len(data)
             if not data or conn.received > _LINGER_BYTES:
                 self._close(conn)
-                return
+                return False
 
     def _rearm(self, conn: _Conn) -> None:
         """Wake once when the client sends (it joins the epoll set the first time it must
