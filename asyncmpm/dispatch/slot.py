@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["SlotBroken", "SlotClosed", "SlotHandle"]
 
 _RECV = 256 * 1024
+_RECV_NOW = 64 * 1024  # below 128 KiB: CPython would malloc a larger buffer via mmap
 _HANGUP = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 _log = structlog.get_logger("asyncmpm.dispatch")
 
@@ -55,8 +56,8 @@ class SlotHandle:
     """
 
     __slots__ = (
-        "_decoder", "_fd", "_frames", "_raw", "_whole_writes", "child", "cpu_times", "index",
-        "on_illegal", "phase", "record", "seen", "stream", "thread",
+        "_decoder", "_fd", "_frames", "_hangup", "_raw", "_whole_writes", "child", "cpu_times",
+        "index", "on_illegal", "phase", "record", "seen", "stream", "thread",
     )
 
     def __init__(
@@ -81,6 +82,7 @@ class SlotHandle:
         self.on_illegal = on_illegal
         self._fd = fd
         self._raw: socket.socket | None = None  # for sendmsg: created on the first handoff
+        self._hangup: Callable[[int, bytes], None] | None = None  # see watch()
         self._whole_writes = isinstance(stream, AsyncioStream)
         # The child's CPU times as its last END frame reported them (for mod_status).
         self.cpu_times: tuple[float, float, float, float] | None = None
@@ -155,12 +157,7 @@ class SlotHandle:
         channel socket. The slot is idle, so nothing of ours is queued ahead of it; the rest
         of a frame the kernel did not take must follow through :meth:`send` (the descriptor
         rides on the first byte)."""
-        sock = self._raw
-        if sock is None:
-            # A duplicate of the channel's descriptor (same socket), kept for the slot's life:
-            # wrapping the stream's own one per call would cost a getsockname each time.
-            sock = self._raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0,
-                                             os.dup(self._fd))
+        sock = self._raw_channel()
         try:
             return sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                            array.array("i", [fd]).tobytes())])
@@ -169,6 +166,38 @@ class SlotHandle:
         except OSError as exc:
             self.fire(SlotEvent.HANGUP)
             raise SlotClosed(str(exc)) from exc
+
+    def _raw_channel(self) -> socket.socket:
+        sock = self._raw
+        if sock is None:
+            # A duplicate of the channel's descriptor (same socket), kept for the slot's life:
+            # wrapping the stream's own one per call would cost a getsockname each time.
+            sock = self._raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0,
+                                             os.dup(self._fd))
+        return sock
+
+    def channel_fd(self) -> int:
+        """The descriptor :meth:`read_frames` reads (for a front that polls it itself)."""
+        return self._raw_channel().fileno()
+
+    def read_frames(self) -> list[tuple[int, bytes]]:
+        """The frames the channel holds now, read without waiting, kind 0 when it hung up
+        (for a front that polls the channel itself: trio streams cannot call back, see
+        :meth:`watch`). Only while nobody awaits :meth:`recv`."""
+        try:
+            data = self._raw_channel().recv(_RECV_NOW, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self.fire(SlotEvent.HANGUP)
+            return [(0, b"")]
+        try:
+            return self._decoder.feed(data)
+        except ValueError as exc:
+            self.broke(str(exc))
+            return [(0, b"")]
 
     async def hand_off(self, payload: bytes, fd: int) -> None:
         """Send a HANDOFF frame with the client socket, waiting for room if need be."""
@@ -210,6 +239,9 @@ class SlotHandle:
         cannot call back (not an asyncio stream): the caller then awaits :meth:`recv`."""
         stream = self.stream
         if not isinstance(stream, AsyncioStream):
+            # The caller polls the channel itself (read_frames); the callback only hears of
+            # aclose(), while the descriptor is still open (kind 0).
+            self._hangup = callback
             return False
         if callback is None:
             stream.on_data = None
@@ -246,6 +278,9 @@ class SlotHandle:
 
     async def aclose(self) -> None:
         self.fire(SlotEvent.HANGUP)
+        hangup, self._hangup = self._hangup, None
+        if hangup is not None:
+            hangup(0, b"")
         if self._raw is not None:
             self._raw.close()
             self._raw = None

@@ -294,18 +294,24 @@ class Server:
             self._handoff = None
 
     def _handoff_front(self, tg: anyio.abc.TaskGroup) -> HandoffFront | None:
-        """The callback-driven front for plaintext HTTP/1.1 (asyncio only; trio serves those
-        connections in tasks, which hand off the same way)."""
+        """The callback-driven front for plaintext HTTP/1.1 (on trio, one task drives it)."""
         assert self._ctx is not None
-        if not self.config.handoff or self._ctx.backend == "trio":
+        if not self.config.handoff:
             return None
-        import asyncio
 
         def to_task(sock: socket.socket, remote: tuple[Any, ...], local: tuple[Any, ...],
                     initial: bytes) -> None:
             tg.start_soon(self._handle_raw, sock, remote, local, initial)
 
-        return HandoffFront(self._ctx, asyncio.get_running_loop(), to_task, self._check_drained)
+        loop = None
+        if self._ctx.backend != "trio":
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+        front = HandoffFront(self._ctx, loop, to_task, self._check_drained, tg.start_soon)
+        if loop is None:
+            tg.start_soon(front.drive)
+        return front
 
     def _close_error_log(self) -> None:
         if self._error_log is not None:
@@ -353,7 +359,17 @@ class Server:
     ) -> None:
         assert self._accept_scope is not None
         with self._accept_scope:
-            await self._accept_forever(listener, tg, tls)
+            front = self._handoff
+            if front is None or tls:
+                await self._accept_forever(listener, tg, tls)
+                return
+            # Plaintext: the callback front accepts, a batch per wake-up of its epoll set.
+            raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+            front.listen(raw)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                front.unlisten(raw)
 
     async def _accept_forever(
         self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup, tls: bool
@@ -364,10 +380,6 @@ class Server:
                 if tls:
                     raw, remote, local = await accept_raw(listener)
                     tg.start_soon(self._handle_tls, raw, remote, local)
-                elif self._handoff is not None:
-                    raw, remote, local = await accept_raw(listener)
-                    assert isinstance(raw, socket.socket)
-                    self._handoff.add(raw, remote, local)
                 else:
                     stream, remote, local = await accept(listener)
                     tg.start_soon(self._handle, stream, remote, local)
@@ -433,6 +445,8 @@ class Server:
         self._ctx.stopping = True
         assert self._accept_scope is not None
         self._accept_scope.cancel()  # stop accepting before the sockets close under it
+        if self._handoff is not None:
+            self._handoff.stop_accepting()
         for listener in listeners:
             await listener.aclose()
         # Slots serving handed-off connections close them after the current request.
